@@ -1,0 +1,281 @@
+"""The running agent: collectors -> bounded queue -> journal (group commit) -> consumers.
+
+Collectors ``await emit(batch)``; the batch goes into a bounded queue (so a
+slow disk pushes back on collectors instead of growing memory), a single
+writer task commits whatever is queued as one fsynced transaction, and only
+then are the collectors' awaits resolved: a batch counts as collected once it
+is durable. Consumers follow the journal from their own cursors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import polars as pl
+
+from agent import metrics
+from agent.journal import AppendResult, Journal, JournalError, JournalFullError
+from agent.logs import get_logger
+from agent.plugins import (
+    Collector,
+    CollectorContext,
+    Consumer,
+    ConsumerContext,
+    build_collector,
+    build_consumer,
+)
+from agent.readings import ReadingBatchError, validate_batch
+from agent.settings import AgentSettings
+from agent.site import Site, load_site, parse_site
+
+__all__ = ["Agent", "build_agent"]
+
+_log = get_logger("pipeline")
+
+
+@dataclass
+class _Pending:
+    batch: pl.DataFrame
+    source: str
+    done: asyncio.Future[AppendResult | None]
+
+
+@dataclass
+class Agent:
+    """Collectors, journal and consumers wired together; :meth:`run` until stopped."""
+
+    settings: AgentSettings
+    site: Site | None
+    collectors: list[Collector]
+    consumers: list[Consumer]
+    journal: Journal
+    _queue: asyncio.Queue[_Pending | None] = field(init=False)
+    _stopping: asyncio.Event = field(init=False)
+    _new_data: asyncio.Event = field(init=False)
+    _ack: IO[str] | None = field(default=None, init=False)
+    committed_readings: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self._queue = asyncio.Queue(maxsize=self.settings.journal.queue_batches)
+        self._stopping = asyncio.Event()
+        self._new_data = asyncio.Event()
+
+    # -- control ------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the agent to stop: collectors stop, the queue is flushed, consumers catch up."""
+        if not self._stopping.is_set():
+            _log.info("stopping")
+            self._stopping.set()
+
+    async def run(self, *, install_signals: bool = True) -> None:
+        """Run until :meth:`stop` (or SIGTERM/SIGINT); returns after a clean shutdown."""
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        if self.settings.ack_file is not None:
+            self._ack = Path(self.settings.ack_file).open("a", encoding="utf-8")  # noqa: SIM115
+        for consumer in self.consumers:
+            self.journal.register_cursor(consumer.name)
+        ctx = ConsumerContext(
+            journal=self.journal,
+            settings=self.settings,
+            site=self.site,
+            stopping=self._stopping,
+            new_data=self._new_data,
+        )
+        _log.info(
+            "started",
+            collectors=[c.name for c in self.collectors],
+            consumers=[c.name for c in self.consumers],
+            journal=str(self.journal.path),
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                writer = group.create_task(self._writer(), name="journal-writer")
+                consumer_tasks = [
+                    group.create_task(c.run(ctx), name=f"consumer:{c.name}")
+                    for c in self.consumers
+                ]
+                collector_tasks = [
+                    group.create_task(self._supervise(c), name=f"collector:{c.name}")
+                    for c in self.collectors
+                ]
+                await self._stopping.wait()
+                for task in collector_tasks:
+                    task.cancel()
+                await asyncio.gather(*collector_tasks, return_exceptions=True)
+                await self._queue.put(None)  # the writer drains what is queued, then ends
+                await writer
+                self._new_data.set()
+                await asyncio.gather(*consumer_tasks)
+        finally:
+            if install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            if self._ack is not None:
+                self._ack.close()
+            self.journal.close()
+            _log.info("stopped", committed_readings=self.committed_readings)
+
+    # -- collectors ---------------------------------------------------------------------------
+
+    async def _supervise(self, collector: Collector) -> None:
+        """Run a collector; if it crashes, log once and restart it with capped backoff."""
+        ctx = CollectorContext(name=collector.name, settings=self.settings, emit=self._emitter(
+            collector.name))
+        delay = 1.0
+        while True:
+            try:
+                await collector.run(ctx)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one collector's bug must not stop the others
+                _log.exception("collector crashed; restarting", collector=collector.name,
+                               retry_in_s=round(delay, 1))
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 60.0)
+
+    def _emitter(self, source: str) -> _CollectorEmit:
+        return _CollectorEmit(self, source)
+
+    async def submit(self, batch: pl.DataFrame, source: str) -> AppendResult | None:
+        """Validate and queue a batch; resolve when it is durable (None if refused)."""
+        try:
+            batch = validate_batch(batch)
+        except ReadingBatchError as exc:
+            metrics.READINGS_REJECTED.labels(source, "schema").inc(batch.height)
+            _log.error("batch rejected", source=source, error=str(exc))
+            raise
+        if batch.height == 0:
+            return None
+        done: asyncio.Future[AppendResult | None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(batch, source, done))
+        return await done
+
+    # -- the writer ---------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        limit = self.settings.journal.max_batch_rows
+        finished = False
+        while not finished:
+            item = await self._queue.get()
+            if item is None:
+                break
+            group = [item]
+            rows = item.batch.height
+            while rows < limit and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    finished = True
+                    break
+                group.append(nxt)
+                rows += nxt.batch.height
+            await self._commit(group)
+        # Anything still queued after the sentinel (should not happen) is committed too.
+        while not self._queue.empty():
+            nxt = self._queue.get_nowait()
+            if nxt is not None:
+                await self._commit([nxt])
+
+    async def _commit(self, group: list[_Pending]) -> None:
+        with metrics.JOURNAL_APPEND_SECONDS.time():
+            try:
+                results: list[AppendResult | None] = list(
+                    await asyncio.to_thread(
+                        self.journal.append_many, [(p.batch, p.source) for p in group]
+                    )
+                )
+            except JournalFullError as exc:
+                results = [None] * len(group)
+                await self._record_gaps(group, str(exc))
+            except JournalError as exc:
+                # Disk full or I/O error: nothing of the group is stored; the collectors
+                # hear it (their await raises) and keep their data where they can (QoS 1).
+                _log.error("journal write failed", error=str(exc))
+                for pending in group:
+                    if not pending.done.done():
+                        pending.done.set_exception(exc)
+                return
+        for pending, result in zip(group, results, strict=True):
+            if result is not None:
+                self.committed_readings += result.n_rows
+                metrics.JOURNAL_READINGS.inc(result.n_rows)
+                if self._ack is not None:
+                    self._ack.write(f"{result.seq} {result.hash} {result.n_rows}\n")
+            if not pending.done.done():
+                pending.done.set_result(result)
+        if self._ack is not None:
+            self._ack.flush()
+        metrics.JOURNAL_BYTES.set(self.journal.payload_bytes)
+        self._new_data.set()
+
+    async def _record_gaps(self, group: list[_Pending], reason: str) -> None:
+        for pending in group:
+            await asyncio.to_thread(
+                self.journal.record_gap, pending.batch, source=pending.source, reason=reason
+            )
+            metrics.JOURNAL_GAPS.inc(pending.batch.height)
+        _log.error(
+            "journal budget reached: readings refused and recorded as a gap",
+            alarm="journal_budget",
+            readings=sum(p.batch.height for p in group),
+            reason=reason,
+        )
+
+
+@dataclass
+class _CollectorEmit:
+    agent: Agent
+    source: str
+
+    async def __call__(self, batch: pl.DataFrame) -> AppendResult | None:
+        return await self.agent.submit(batch, self.source)
+
+
+def load_site_for(settings: AgentSettings) -> Site | None:
+    """The site model from ``site_file`` or the inline ``[site]`` table, if any."""
+    if settings.site_file is not None:
+        return load_site(settings.site_file)
+    if settings.site is not None:
+        return parse_site(settings.site, source=str(settings.config_path or "settings"))
+    return None
+
+
+def build_agent(settings: AgentSettings) -> Agent:
+    """Build every configured part; configuration errors raise before anything starts."""
+    site = load_site_for(settings)
+    collectors = [
+        build_collector(entry.kind, entry.name or f"{entry.kind}-{i}", entry.options(), settings)
+        for i, entry in enumerate(settings.collectors)
+        if entry.enabled
+    ]
+    names = [c.name for c in collectors]
+    if len(set(names)) != len(names):
+        from agent.settings import ConfigError  # noqa: PLC0415 - error path only
+
+        raise ConfigError("collectors: two collectors share a name")
+    consumers = [
+        build_consumer(entry.kind, entry.name or entry.kind, entry.options(), settings)
+        for entry in settings.sinks
+        if entry.enabled
+    ]
+    journal = Journal(
+        settings.journal_path, budget_bytes=int(settings.journal.budget_mb * 1024 * 1024)
+    )
+    return Agent(settings=settings, site=site, collectors=collectors, consumers=consumers,
+                 journal=journal)
+
+
+async def _cancel_quietly(task: asyncio.Task[object]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,81 @@
+"""``pue-agent probe PROTOCOL …``: poll one device once and print what it yields.
+
+Each protocol registers its sub-command from ``collectors/<protocol>/probe.py``
+(listed in :data:`PROBE_MODULES`); all print readings the same way, so an
+operator's scripts read ``--json`` output from any protocol alike.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+from typing import Any
+
+import polars as pl
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agent.readings import QUANTITIES
+
+__all__ = ["PROBE_MODULES", "print_readings", "register"]
+
+#: Modules exposing ``register(probe_app: typer.Typer) -> None``.
+PROBE_MODULES: list[str] = []
+
+_UNITS = {q: q.rsplit("_", 1)[-1] if "_" in q else "" for q in QUANTITIES}
+_UNITS.update({"power_factor": "", "status_code": "", "energy_kwh": "kWh", "power_w": "W"})
+
+probe_app = typer.Typer(help="Poll one device once and print its readings.",
+                        no_args_is_help=True)
+
+
+def unit_of(quantity: str) -> str:
+    """The unit a quantity name carries (``power_w`` -> ``W``)."""
+    return _UNITS.get(quantity, "")
+
+
+def print_readings(
+    batch: pl.DataFrame, *, as_json: bool, extra: dict[str, Any] | None = None,
+    extra_columns: list[str] | None = None, console: Console | None = None,
+) -> None:
+    """Print a reading batch as a table, or as one JSON object per line.
+
+    JSON keys: ``device``, ``point``, ``quantity``, ``value``, ``unit``, ``ts``
+    (ISO 8601 UTC) plus the constant ``extra`` keys (e.g. ``profile``) and any
+    ``extra_columns`` present in ``batch`` (e.g. ``source``).
+    """
+    extra = extra or {}
+    extra_columns = [c for c in (extra_columns or []) if c in batch.columns]
+    if as_json:
+        for row in batch.iter_rows(named=True):
+            value = row["value"]
+            record: dict[str, Any] = {
+                "device": row["device"],
+                "point": row["point"],
+                "quantity": row["quantity"],
+                "value": value if value is None or math.isfinite(value) else str(value),
+                "unit": unit_of(row["quantity"]),
+                "ts": row["ts"].isoformat().replace("+00:00", "Z"),
+                **extra,
+            }
+            record.update({c: row[c] for c in extra_columns})
+            print(json.dumps(record, ensure_ascii=False))  # noqa: T201 - CLI output
+        return
+    console = console or Console()
+    table = Table(*(["device", "point", "quantity", "value", "unit"] + extra_columns))
+    for row in batch.iter_rows(named=True):
+        table.add_row(row["device"], row["point"], row["quantity"], f"{row['value']:g}",
+                      unit_of(row["quantity"]), *(str(row[c]) for c in extra_columns))
+    console.print(table)
+    if extra:
+        console.print(" ".join(f"{k}: {v}" for k, v in extra.items()), highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``pue-agent probe`` with every protocol's sub-command."""
+    for module_name in PROBE_MODULES:
+        importlib.import_module(module_name).register(probe_app)
+    if PROBE_MODULES:
+        app.add_typer(probe_app, name="probe")

@@ -1,0 +1,86 @@
+"""Frames that cross between the aggregator, sinks, rules and reports.
+
+These are contracts: the aggregator produces them, the interval store keeps
+them, the InfluxDB/MQTT sinks publish them, the rules engine and the reports
+read them. Columns may be added; none is renamed or retyped without a
+migration note in ``docs/``.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import polars as pl
+
+__all__ = ["INTERVAL_SCHEMA", "KPI_SCHEMA", "IntervalFlag", "KpiStatus", "PeriodKind"]
+
+
+class IntervalFlag(enum.IntFlag):
+    """Flags carried by every interval row (a bit set)."""
+
+    NONE = 0
+    #: Energy spread linearly over a gap between two valid register reads.
+    INTERPOLATED = 1
+    #: Part of the interval had no valid data (coverage < 1).
+    GAP = 2
+    #: A register wrap was corrected inside the interval.
+    WRAP = 4
+    #: A register reset (decrease that is not a wrap) happened; counted from the new base.
+    RESET = 8
+    #: At least one reading in or around the interval was rejected as implausible.
+    REJECTED = 16
+    #: Energy integrated from power readings (no register): an estimate.
+    ESTIMATED = 32
+    #: Built from imported historical readings.
+    IMPORTED = 64
+
+
+class PeriodKind(enum.StrEnum):
+    """The windows KPIs are computed for."""
+
+    INTERVAL = "interval"
+    HOUR = "hour"
+    DAY = "day"
+    MONTH = "month"
+    #: Trailing twelve calendar months ending with the labelled month (the annual PUE).
+    TTM = "ttm"
+
+
+class KpiStatus(enum.StrEnum):
+    """Whether a KPI value is usable."""
+
+    OK = "ok"
+    INSUFFICIENT_DATA = "insufficient_data"
+
+
+#: Per-meter interval energy (the local interval store, partitioned by month).
+INTERVAL_SCHEMA = pl.Schema(
+    {
+        "meter": pl.String(),
+        "interval_start": pl.Datetime("us", "UTC"),
+        "interval_end": pl.Datetime("us", "UTC"),
+        "energy_kwh": pl.Float64(),
+        "coverage": pl.Float64(),
+        "flags": pl.UInt16(),
+        "method": pl.String(),  # "register" | "power_integration"
+    }
+)
+
+#: Site KPIs in long form: one row per (period, metric). ``value`` is null when the
+#: status is ``insufficient_data``; ``category`` is the PUE measurement category for
+#: PUE-type metrics (null otherwise).
+KPI_SCHEMA = pl.Schema(
+    {
+        "site": pl.String(),
+        "period_kind": pl.String(),
+        "period": pl.String(),  # label in site-local time: "2026-10", "2026-10-05", ...
+        "period_start": pl.Datetime("us", "UTC"),
+        "period_end": pl.Datetime("us", "UTC"),
+        "metric": pl.String(),  # pue, ref, ref_metered, ref_documentary, cue, ppue_cooling, ...
+        "value": pl.Float64(),
+        "unit": pl.String(),
+        "status": pl.String(),
+        "coverage": pl.Float64(),
+        "category": pl.Int8(),
+    }
+)

@@ -1,0 +1,223 @@
+"""Agent settings: built-in defaults < TOML file < ``PUE_AGENT_*`` environment < secrets directory.
+
+Collector and sink entries stay loosely typed here (``kind`` plus a table of
+options): each kind validates its own options with its own model when the
+pipeline builds it, so this module does not import every protocol library.
+Secrets needed by collectors and sinks are referenced by *name* and read with
+:func:`read_secret` from the secrets directory (systemd's
+``$CREDENTIALS_DIRECTORY`` from ``LoadCredential=``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "AgentSettings",
+    "CollectorEntry",
+    "ConfigError",
+    "JournalSettings",
+    "SinkEntry",
+    "load_settings",
+    "read_secret",
+    "secrets_dirs",
+]
+
+DEFAULT_CONFIG_PATH = Path("/etc/pue-agent/agent.toml")
+
+
+class ConfigError(ValueError):
+    """A configuration file or value is wrong; the message names the file and field."""
+
+
+class JournalSettings(BaseModel):
+    """Journal placement and budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    budget_mb: float = Field(2048.0, gt=0, description="Disk budget for journal payloads, MiB.")
+    max_batch_rows: int = Field(
+        200_000, gt=0, description="Largest group commit, in readings (bounds commit latency)."
+    )
+    queue_batches: int = Field(
+        256, gt=0, description="Bounded ingest queue between collectors and the journal."
+    )
+
+
+class CollectorEntry(BaseModel):
+    """One ``[[collectors]]`` table: a kind and its options (validated by the kind)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    name: str | None = None
+    enabled: bool = True
+
+    def options(self) -> dict[str, Any]:
+        """The kind-specific options (everything but ``kind``, ``name`` and ``enabled``)."""
+        return dict(self.model_extra or {})
+
+
+class SinkEntry(BaseModel):
+    """One ``[[sinks]]`` table: a kind and its options (validated by the kind)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    name: str | None = None
+    enabled: bool = True
+
+    def options(self) -> dict[str, Any]:
+        """The kind-specific options (everything but ``kind``, ``name`` and ``enabled``)."""
+        return dict(self.model_extra or {})
+
+
+class AgentSettings(BaseSettings):
+    """Everything the agent is told at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PUE_AGENT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    state_dir: Path = Field(
+        Path("/var/lib/pue-agent"), description="Journal, stores and keys live here."
+    )
+    site_file: Path | None = Field(
+        None, description="Site model file; relative paths are relative to the config file."
+    )
+    site: dict[str, Any] | None = Field(None, description="Inline [site] table.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    secrets_dir: Path | None = Field(
+        None, description="Where named secrets are read; defaults to $CREDENTIALS_DIRECTORY."
+    )
+    journal: JournalSettings = Field(default_factory=JournalSettings)  # type: ignore[arg-type]
+    collectors: list[CollectorEntry] = Field(default_factory=list)
+    sinks: list[SinkEntry] = Field(default_factory=list)
+    ack_file: Path | None = Field(
+        None, description="Test hook: append 'seq hash rows' after each commit."
+    )
+    #: A top-level secret example: the signing key passphrase, if any.
+    signing_key_passphrase: SecretStr | None = None
+    config_path: Path | None = Field(None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order the layers: init > secrets dir > environment > TOML file > defaults."""
+        toml_path = _TOML_PATH.get("path")
+        layers: list[PydanticBaseSettingsSource] = [init_settings, file_secret_settings]
+        layers.append(env_settings)
+        if toml_path is not None:
+            layers.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(layers)
+
+    def resolve(self, path: Path) -> Path:
+        """Resolve a path from the config file relative to the config file's folder."""
+        if path.is_absolute() or self.config_path is None:
+            return path
+        return (self.config_path.parent / path).resolve()
+
+    @property
+    def journal_path(self) -> Path:
+        """The journal database inside the state directory."""
+        return self.state_dir / "journal" / "journal.sqlite"
+
+
+# pydantic-settings builds sources from class-level hooks; this holds the TOML path of the
+# load in progress (loads are rare and single-threaded: start-up, SIGHUP, CLI).
+_TOML_PATH: dict[str, Path | None] = {"path": None}
+
+
+def secrets_dirs(settings: AgentSettings | None = None) -> list[Path]:
+    """Directories searched for named secrets, most specific first."""
+    dirs: list[Path] = []
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials:
+        dirs.append(Path(credentials))
+    if settings is not None and settings.secrets_dir is not None:
+        dirs.append(settings.secrets_dir)
+    return dirs
+
+
+def read_secret(name: str, settings: AgentSettings | None = None) -> SecretStr:
+    """Read the secret ``name`` from the secrets directory.
+
+    Raises:
+        ConfigError: naming the secret (never its value) when no directory holds it.
+    """
+    for folder in secrets_dirs(settings):
+        candidate = folder / name
+        if candidate.is_file():
+            return SecretStr(candidate.read_text(encoding="utf-8").rstrip("\r\n"))
+    searched = ", ".join(str(d) for d in secrets_dirs(settings)) or "no secrets directory set"
+    raise ConfigError(f"secret {name!r} not found (searched: {searched})")
+
+
+def _format_validation(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"{source}: {field}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> AgentSettings:
+    """Load settings from the layers, with ``config`` as the TOML file.
+
+    Args:
+        config: The TOML file; ``None`` uses ``/etc/pue-agent/agent.toml`` if it exists.
+        **overrides: Highest-priority values (used by the CLI and tests).
+
+    Raises:
+        ConfigError: naming the file and field of every problem.
+    """
+    path = config
+    if path is None and DEFAULT_CONFIG_PATH.is_file():
+        path = DEFAULT_CONFIG_PATH
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    secrets = os.environ.get("CREDENTIALS_DIRECTORY")
+    _TOML_PATH["path"] = path
+    try:
+        settings = AgentSettings(
+            _secrets_dir=secrets,  # type: ignore[call-arg]
+            config_path=path.resolve() if path else None,
+            **overrides,
+        )
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, str(path or "settings"))) from exc
+    finally:
+        _TOML_PATH["path"] = None
+    # Relative paths in the file mean "next to the file", as an operator expects.
+    updates: dict[str, Any] = {"state_dir": settings.resolve(settings.state_dir)}
+    if settings.site_file is not None:
+        updates["site_file"] = settings.resolve(settings.site_file)
+    if settings.ack_file is not None:
+        updates["ack_file"] = settings.resolve(settings.ack_file)
+    return settings.model_copy(update=updates)

@@ -1,0 +1,1 @@
+"""Collectors: one package per protocol, each with a README and a sample config."""

@@ -1,0 +1,1 @@
+"""Policy packs (data) and the engine that evaluates them against KPI history."""
