@@ -12,7 +12,7 @@ import enum
 
 import polars as pl
 
-__all__ = ["INTERVAL_SCHEMA", "KPI_SCHEMA", "IntervalFlag", "KpiStatus", "PeriodKind"]
+__all__ = ["FINDING_SCHEMA", "INTERVAL_SCHEMA", "KPI_SCHEMA", "IntervalFlag", "KpiStatus", "PeriodKind"]
 
 
 class IntervalFlag(enum.IntFlag):
@@ -82,5 +82,31 @@ KPI_SCHEMA = pl.Schema(
         "status": pl.String(),
         "coverage": pl.Float64(),
         "category": pl.Int8(),
+    }
+)
+
+#: Rule findings (rules engine -> sinks, reports). One row per (rule, period).
+FINDING_SCHEMA = pl.Schema(
+    {
+        "site": pl.String(),
+        "period": pl.String(),  # evaluated period label, site-local ("2026-10")
+        "policy_id": pl.String(),  # e.g. "shanxi-2024-35"
+        "rule_id": pl.String(),  # e.g. "shanxi-2024-35-4"
+        "document": pl.String(),  # document number, e.g. "晋政办发〔2024〕35号"
+        "clause": pl.String(),  # cited clause wording
+        "jurisdiction": pl.String(),
+        "policy_status": pl.String(),  # in_force | expired | not_yet | draft
+        "result": pl.String(),  # eligible | not_eligible | insufficient_data | not_applicable
+        "advisory": pl.Boolean(),  # true when the policy is a draft
+        "metric": pl.String(),
+        "window": pl.String(),  # e.g. "ttm", "month"
+        "measured_value": pl.Float64(),
+        "comparator": pl.String(),  # "<", "<=", ">", ">="
+        "threshold": pl.Float64(),
+        "coverage": pl.Float64(),
+        "category": pl.Int8(),
+        "facts_used": pl.String(),  # JSON object of declared facts relied on
+        "benefit_cny": pl.Float64(),
+        "explanation": pl.String(),
     }
 )

@@ -1,0 +1,1 @@
+"""Sinks: consumers that follow the journal from their own cursors and write elsewhere."""
