@@ -94,9 +94,11 @@ def check(config: ConfigOption = None, state_dir: StateDirOption = None) -> None
         site = load_site_for(settings)
     except SiteError as exc:
         problems.append(str(exc))
-    lines = [f"config: {settings.config_path or '(defaults only)'}",
-             f"state directory: {settings.state_dir}",
-             f"journal: {settings.journal_path} (budget {settings.journal.budget_mb:g} MiB)"]
+    lines = [
+        f"config: {settings.config_path or '(defaults only)'}",
+        f"state directory: {settings.state_dir}",
+        f"journal: {settings.journal_path} (budget {settings.journal.budget_mb:g} MiB)",
+    ]
     for i, entry in enumerate(settings.collectors):
         name = entry.name or f"{entry.kind}-{i}"
         try:
@@ -104,10 +106,10 @@ def check(config: ConfigOption = None, state_dir: StateDirOption = None) -> None
             lines.append(f"collector {name}: {collector.describe()}")
         except (ConfigError, ImportError) as exc:
             problems.append(str(exc))
-    for entry in settings.sinks:
-        name = entry.name or entry.kind
+    for sink_entry in settings.sinks:
+        name = sink_entry.name or sink_entry.kind
         try:
-            sink = build_consumer(entry.kind, name, entry.options(), settings)
+            sink = build_consumer(sink_entry.kind, name, sink_entry.options(), settings)
             lines.append(f"sink {name}: {sink.describe()}")
         except (ConfigError, ImportError) as exc:
             problems.append(str(exc))

@@ -46,11 +46,13 @@ class DemoView:
         assert ctx.site is not None, "the demo view needs a site model"
         self.latest = LatestPower(ctx.site)
         cursor = ctx.journal.cursor(self.name)
-        with Live(self._render(ctx), console=self.console, refresh_per_second=2,
-                  transient=False) as live:
+        with Live(
+            self._render(ctx), console=self.console, refresh_per_second=2, transient=False
+        ) as live:
             while True:
-                page = await asyncio.to_thread(ctx.journal.read, cursor, limit=256,
-                                               kinds=("readings",))
+                page = await asyncio.to_thread(
+                    ctx.journal.read, cursor, limit=256, kinds=("readings",)
+                )
                 for batch in page:
                     self.latest.update(batch.frame)
                     self.batches += 1
@@ -93,14 +95,16 @@ class DemoView:
 def demo_settings(state_dir: Path, *, pdus: int, interval_s: float, speed: float) -> AgentSettings:
     """Settings of the embedded default: one sim collector and its matching site model."""
     sim = SiteSimulator(pdus=pdus)
-    settings = load_settings(
+    return load_settings(
         None,
         state_dir=state_dir,
         site=site_table(sim),
-        collectors=[CollectorEntry(kind="sim", name="demo-site", pdus=pdus,
-                                   interval_s=interval_s, speed=speed)],
+        collectors=[
+            CollectorEntry(
+                kind="sim", name="demo-site", pdus=pdus, interval_s=interval_s, speed=speed
+            )
+        ],
     )
-    return settings
 
 
 async def run_demo(settings: AgentSettings, seconds: float | None, console: Console) -> int:
@@ -110,13 +114,16 @@ async def run_demo(settings: AgentSettings, seconds: float | None, console: Cons
 
     site: Site = parse_site(settings.site or {}, source="demo")
     collectors = [
-        build_collector(e.kind, e.name or e.kind, e.options(), settings) for e in settings.collectors
+        build_collector(e.kind, e.name or e.kind, e.options(), settings)
+        for e in settings.collectors
     ]
-    journal = Journal(settings.journal_path,
-                      budget_bytes=int(settings.journal.budget_mb * 1024 * 1024))
+    journal = Journal(
+        settings.journal_path, budget_bytes=int(settings.journal.budget_mb * 1024 * 1024)
+    )
     view = DemoView(console=console)
-    agent = Agent(settings=settings, site=site, collectors=collectors, consumers=[view],
-                  journal=journal)
+    agent = Agent(
+        settings=settings, site=site, collectors=collectors, consumers=[view], journal=journal
+    )
     runner = asyncio.create_task(agent.run())
     if seconds is not None:
         done, _ = await asyncio.wait({runner}, timeout=seconds)

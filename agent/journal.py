@@ -276,8 +276,18 @@ class Journal:
                 _, last_ts = _ts_bounds(frame, "ts" if kind == "readings" else "last_ts")
                 link = chain_hash(prev, seq, kind, source, frame.height, created_us, payload)
                 rows.append(
-                    (seq, created_us, kind, source, frame.height, first_ts, last_ts, payload,
-                     prev, link)
+                    (
+                        seq,
+                        created_us,
+                        kind,
+                        source,
+                        frame.height,
+                        first_ts,
+                        last_ts,
+                        payload,
+                        prev,
+                        link,
+                    )
                 )
                 results.append(AppendResult(seq=seq, hash=link.hex(), n_rows=frame.height))
                 prev = link
@@ -407,7 +417,7 @@ class Journal:
         rows = (
             self._reader()
             .execute(
-                f"SELECT seq, kind, source, created_us, payload FROM batches "  # noqa: S608
+                f"SELECT seq, kind, source, created_us, payload FROM batches "
                 f"WHERE seq > ? AND kind IN ({placeholders}) ORDER BY seq LIMIT ?",
                 (after_seq, *kinds, limit),
             )
@@ -415,7 +425,10 @@ class Journal:
         )
         return [
             JournalBatch(
-                seq=int(seq), kind=kind, source=str(source), created_us=int(created),
+                seq=int(seq),
+                kind=kind,
+                source=str(source),
+                created_us=int(created),
                 frame=_decode(bytes(payload)),
             )
             for seq, kind, source, created, payload in rows
@@ -485,7 +498,8 @@ class Journal:
                 first = int(seq)
             if seq != expected_seq:
                 missing = (
-                    f"batch {expected_seq}" if seq == expected_seq + 1
+                    f"batch {expected_seq}"
+                    if seq == expected_seq + 1
                     else f"batches {expected_seq}-{seq - 1}"
                 )
                 return fail(f"{missing} missing: the chain jumps to batch {seq}", expected_seq)
@@ -508,7 +522,11 @@ class Journal:
         head_seq = int(head_row[0]) if head_row else expected_seq
         if expected_seq != head_seq:
             return VerifyReport(
-                False, checked, first, expected_seq, prev.hex(),
+                False,
+                checked,
+                first,
+                expected_seq,
+                prev.hex(),
                 f"batches {expected_seq + 1}-{head_seq} missing: the chain ends at batch "
                 f"{expected_seq} but the recorded head is batch {head_seq}",
                 expected_seq + 1,

@@ -27,8 +27,7 @@ PROBE_MODULES: list[str] = []
 _UNITS = {q: q.rsplit("_", 1)[-1] if "_" in q else "" for q in QUANTITIES}
 _UNITS.update({"power_factor": "", "status_code": "", "energy_kwh": "kWh", "power_w": "W"})
 
-probe_app = typer.Typer(help="Poll one device once and print its readings.",
-                        no_args_is_help=True)
+probe_app = typer.Typer(help="Poll one device once and print its readings.", no_args_is_help=True)
 
 
 def unit_of(quantity: str) -> str:
@@ -37,8 +36,12 @@ def unit_of(quantity: str) -> str:
 
 
 def print_readings(
-    batch: pl.DataFrame, *, as_json: bool, extra: dict[str, Any] | None = None,
-    extra_columns: list[str] | None = None, console: Console | None = None,
+    batch: pl.DataFrame,
+    *,
+    as_json: bool,
+    extra: dict[str, Any] | None = None,
+    extra_columns: list[str] | None = None,
+    console: Console | None = None,
 ) -> None:
     """Print a reading batch as a table, or as one JSON object per line.
 
@@ -61,13 +64,19 @@ def print_readings(
                 **extra,
             }
             record.update({c: row[c] for c in extra_columns})
-            print(json.dumps(record, ensure_ascii=False))  # noqa: T201 - CLI output
+            print(json.dumps(record, ensure_ascii=False))
         return
     console = console or Console()
-    table = Table(*(["device", "point", "quantity", "value", "unit"] + extra_columns))
+    table = Table(*["device", "point", "quantity", "value", "unit", *extra_columns])
     for row in batch.iter_rows(named=True):
-        table.add_row(row["device"], row["point"], row["quantity"], f"{row['value']:g}",
-                      unit_of(row["quantity"]), *(str(row[c]) for c in extra_columns))
+        table.add_row(
+            row["device"],
+            row["point"],
+            row["quantity"],
+            f"{row['value']:g}",
+            unit_of(row["quantity"]),
+            *(str(row[c]) for c in extra_columns),
+        )
     console.print(table)
     if extra:
         console.print(" ".join(f"{k}: {v}" for k, v in extra.items()), highlight=False)

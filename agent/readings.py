@@ -126,7 +126,7 @@ def make_batch(
         elif isinstance(data, str | int | float | datetime):
             series = pl.repeat(data, n, eager=True).alias(name)
         else:
-            series = pl.Series(name, data)
+            series = pl.Series(name, list(data))  # type: ignore[call-overload]
         if name == "ts":
             if series.dtype == pl.Datetime and getattr(series.dtype, "time_zone", None) is None:
                 raise ReadingBatchError("column 'ts': timestamps must be timezone-aware")

@@ -47,8 +47,7 @@ class LatestPower:
                 "point": [m.power_point for m in self.site.meters if m.power_point],
                 "role": [m.role.value for m in self.site.meters if m.power_point],
             },
-            schema={"meter": pl.String, "device": pl.String, "point": pl.String,
-                    "role": pl.String},
+            schema={"meter": pl.String, "device": pl.String, "point": pl.String, "role": pl.String},
         )
         self._latest = pl.DataFrame(
             schema={"meter": pl.String, "ts": pl.Datetime("us", "UTC"), "value": pl.Float64}
@@ -75,8 +74,9 @@ class LatestPower:
 
     def snapshot(self) -> RealtimeSnapshot:
         """Compute the real-time PUE and power by role from what is known now."""
-        values = dict(zip(self._latest["meter"].to_list(), self._latest["value"].to_list(),
-                          strict=True))
+        values = dict(
+            zip(self._latest["meter"].to_list(), self._latest["value"].to_list(), strict=True)
+        )
 
         def total(formula: str) -> float | None:
             terms = self.site.expand(formula)  # type: ignore[arg-type]

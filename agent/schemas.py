@@ -12,7 +12,14 @@ import enum
 
 import polars as pl
 
-__all__ = ["FINDING_SCHEMA", "INTERVAL_SCHEMA", "KPI_SCHEMA", "IntervalFlag", "KpiStatus", "PeriodKind"]
+__all__ = [
+    "FINDING_SCHEMA",
+    "INTERVAL_SCHEMA",
+    "KPI_SCHEMA",
+    "IntervalFlag",
+    "KpiStatus",
+    "PeriodKind",
+]
 
 
 class IntervalFlag(enum.IntFlag):

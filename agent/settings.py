@@ -105,7 +105,7 @@ class AgentSettings(BaseSettings):
     secrets_dir: Path | None = Field(
         None, description="Where named secrets are read; defaults to $CREDENTIALS_DIRECTORY."
     )
-    journal: JournalSettings = Field(default_factory=JournalSettings)  # type: ignore[arg-type]
+    journal: JournalSettings = Field(default_factory=JournalSettings)
     collectors: list[CollectorEntry] = Field(default_factory=list)
     sinks: list[SinkEntry] = Field(default_factory=list)
     ack_file: Path | None = Field(
@@ -125,8 +125,13 @@ class AgentSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Order the layers: init > secrets dir > environment > TOML file > defaults."""
+        del dotenv_settings, file_secret_settings  # replaced by CredentialsSource
         toml_path = _TOML_PATH.get("path")
-        layers: list[PydanticBaseSettingsSource] = [init_settings, file_secret_settings]
+        credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+        layers: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            CredentialsSource(settings_cls, Path(credentials) if credentials else None),
+        ]
         layers.append(env_settings)
         if toml_path is not None:
             layers.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
@@ -142,6 +147,37 @@ class AgentSettings(BaseSettings):
     def journal_path(self) -> Path:
         """The journal database inside the state directory."""
         return self.state_dir / "journal" / "journal.sqlite"
+
+
+class CredentialsSource(PydanticBaseSettingsSource):
+    """Top-level settings from files named after the field (systemd ``LoadCredential=``).
+
+    pydantic-settings' own secrets source expects the ``PUE_AGENT_`` prefix in file
+    names; systemd credentials are named by the operator, so plain field names are used.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], folder: Path | None) -> None:
+        """Read credentials for ``settings_cls`` from ``folder`` (nothing when ``None``)."""
+        super().__init__(settings_cls)
+        self.folder = folder
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        """Return the file content for ``field_name`` (pydantic-settings hook)."""
+        if self.folder is None:
+            return None, field_name, False
+        candidate = self.folder / field_name
+        if candidate.is_file():
+            return candidate.read_text(encoding="utf-8").rstrip("\r\n"), field_name, False
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        """All settings found in the folder."""
+        found: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            value, key, _ = self.get_field_value(field, name)
+            if value is not None:
+                found[key] = value
+        return found
 
 
 # pydantic-settings builds sources from class-level hooks; this holds the TOML path of the
@@ -202,11 +238,9 @@ def load_settings(config: Path | None = None, **overrides: Any) -> AgentSettings
             tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
-    secrets = os.environ.get("CREDENTIALS_DIRECTORY")
     _TOML_PATH["path"] = path
     try:
         settings = AgentSettings(
-            _secrets_dir=secrets,  # type: ignore[call-arg]
             config_path=path.resolve() if path else None,
             **overrides,
         )

@@ -144,7 +144,7 @@ class Site(BaseModel):
     meters: list[Meter] = Field(min_length=1)
     e_dc: Formula | None = None
     e_it: Formula | None = None
-    facts: SiteFacts = Field(default_factory=SiteFacts)  # type: ignore[arg-type]
+    facts: SiteFacts = Field(default_factory=SiteFacts)
 
     @field_validator("timezone")
     @classmethod

@@ -33,6 +33,10 @@ fi
 
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
+  if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c "import ensurepip" 2>/dev/null; then
+    # Debian splits venv/ensurepip into python3-venv.
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+  fi
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.pue-agent-installed

@@ -66,8 +66,13 @@ class SiteSimulator:
             SimDevice("pv-1", "output", "onsite_renewable", "generation", it_kw * 0.3),
         ]
         self.devices += [
-            SimDevice(f"ups-{i}", side, "monitor",
-                      "ups_output" if side == "output" else "subsystem", it_kw * 0.5)
+            SimDevice(
+                f"ups-{i}",
+                side,
+                "monitor",
+                "ups_output" if side == "output" else "subsystem",
+                it_kw * 0.5,
+            )
             for i in range(1, 5)
             for side in ("input", "output")
         ]
@@ -76,8 +81,7 @@ class SiteSimulator:
             for i in range(1, pdus + 1)
         ]
         self.devices += [
-            SimDevice(f"chiller-{i}", "input", "cooling", "subsystem", it_kw * 0.4)
-            for i in (1, 2)
+            SimDevice(f"chiller-{i}", "input", "cooling", "subsystem", it_kw * 0.4) for i in (1, 2)
         ]
         self.devices += [
             SimDevice(f"crac-{i}", "input", "cooling", "subsystem", it_kw * 0.2)
@@ -92,7 +96,8 @@ class SiteSimulator:
         self._device_col = pl.Series("device", names + names, dtype=pl.String)
         self._point_col = pl.Series(
             "point",
-            [f"{d.prefix}.power" for d in self.devices] + [f"{d.prefix}.energy" for d in self.devices],
+            [f"{d.prefix}.power" for d in self.devices]
+            + [f"{d.prefix}.energy" for d in self.devices],
             dtype=pl.String,
         )
         self._quantity_col = pl.Series(

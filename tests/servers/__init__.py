@@ -42,7 +42,9 @@ def require_binary(name: str) -> str:
     return found
 
 
-def wait_tcp(port: int, timeout_s: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_tcp(
+    port: int, timeout_s: float = 15.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Wait until something accepts TCP connections on 127.0.0.1:port."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

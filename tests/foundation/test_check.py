@@ -1,0 +1,151 @@
+"""`pue-agent check`: every broken site file gives a clear error naming the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.paths import ROOT
+
+GOOD_SITE = """
+[site]
+id = "hall-1"
+name = "Hall 1"
+timezone = "Asia/Shanghai"
+pue_category = 2
+
+[[site.meters]]
+id = "grid-a"
+device = "grid-a"
+energy_point = "import.energy"
+role = "grid_import"
+metering_point = "incomer"
+
+[[site.meters]]
+id = "pdu-01"
+device = "pdu-01"
+energy_point = "output.energy"
+role = "it"
+metering_point = "pdu_output"
+rating_kw = 20
+
+[[site.meters]]
+id = "chiller-1"
+device = "chiller-1"
+power_point = "input.power"
+role = "cooling"
+
+[site.e_dc]
+terms = ["grid-a"]
+
+[site.e_it]
+terms = ["pdu-*"]
+
+[site.facts]
+racks = 10
+"""
+
+
+def _check(tmp_path: Path, site_text: str) -> subprocess.CompletedProcess[str]:
+    site = tmp_path / "site.toml"
+    site.write_text(site_text, encoding="utf-8")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path}/state"\nsite_file = "site.toml"\n', encoding="utf-8"
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "check", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_good_site_passes_and_prints_the_plan(tmp_path: Path) -> None:
+    result = _check(tmp_path, GOOD_SITE)
+    assert result.returncode == 0, result.stderr
+    assert "E_DC = +grid-a" in result.stdout
+    assert "E_IT = +pdu-01" in result.stdout
+    assert "PUE category 2" in result.stdout
+
+
+BROKEN = [
+    # (what is broken, edit of the good file, text the error must contain)
+    (
+        "unknown meter in a formula",
+        ('terms = ["grid-a"]', 'terms = ["grid-a", "grid-b"]'),
+        "unknown meter 'grid-b'",
+    ),
+    (
+        "glob matching nothing",
+        ('terms = ["pdu-*"]', 'terms = ["rack-*"]'),
+        "pattern 'rack-*' matches no meter",
+    ),
+    ("duplicate meter id", ('id = "chiller-1"', 'id = "grid-a"'), "duplicate meter id 'grid-a'"),
+    (
+        "category 3 with IT at PDU output",
+        ("pue_category = 2", "pue_category = 3"),
+        "meter 'pdu-01' is at pdu_output",
+    ),
+    (
+        "unknown time zone",
+        ('timezone = "Asia/Shanghai"', 'timezone = "Asia/Beijing"'),
+        "timezone: unknown time zone 'Asia/Beijing'",
+    ),
+    ("unknown role", ('role = "cooling"', 'role = "chilling"'), "meters.2.role"),
+    ("negative rating", ("rating_kw = 20", "rating_kw = -20"), "meters.1.rating_kw"),
+    (
+        "meter without a point",
+        ('power_point = "input.power"', 'rack = "r1"'),
+        "needs an energy_point",
+    ),
+    ("category out of range", ("pue_category = 2", "pue_category = 4"), "pue_category"),
+    ("TOML syntax error", ('name = "Hall 1"', 'name = "Hall 1'), "line 4"),
+    ("unknown key", ("racks = 10", "rack_count = 10"), "facts.rack_count"),
+    ("bad meter id", ('id = "pdu-01"', 'id = "pdu 01"'), "meters.1.id"),
+]
+
+
+@pytest.mark.parametrize(("what", "edit", "expected"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_broken_site_is_a_clear_error(
+    tmp_path: Path, what: str, edit: tuple[str, str], expected: str
+) -> None:
+    assert edit[0] in GOOD_SITE, what
+    result = _check(tmp_path, GOOD_SITE.replace(edit[0], edit[1], 1))
+    assert result.returncode != 0, f"{what}: check passed"
+    assert expected in result.stderr, f"{what}: {result.stderr}"
+    assert "site.toml" in result.stderr, "the error must name the file"
+    assert "Traceback" not in result.stderr
+
+
+def test_field_errors_name_the_line(tmp_path: Path) -> None:
+    result = _check(tmp_path, GOOD_SITE.replace("rating_kw = 20", "rating_kw = -20"))
+    line = next(i for i, text in enumerate(GOOD_SITE.splitlines(), 1) if "rating_kw" in text)
+    assert f"site.toml:{line}:" in result.stderr
+
+
+def test_unknown_collector_kind_and_bad_option(tmp_path: Path) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(GOOD_SITE, encoding="utf-8")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path}/state"\nsite_file = "site.toml"\n'
+        '[[collectors]]\nkind = "modbus"\n[[collectors]]\nkind = "sim"\nname = "s"\npdus = -1\n',
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "agent", "check", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "collector kind 'modbus' is unknown" in result.stderr
+    assert "collectors.s: pdus" in result.stderr
