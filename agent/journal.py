@@ -459,7 +459,10 @@ class Journal:
         """Counts and sizes for ``/metrics`` and ``pue-agent journal stats``."""
         row = (
             self._reader()
-            .execute("SELECT COUNT(*), COALESCE(SUM(n_rows), 0), MIN(seq) FROM batches")
+            .execute(
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN kind = 'readings' THEN n_rows END), 0),"
+                " MIN(seq) FROM batches"
+            )
             .fetchone()
         )
         return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
+    "ALARMS",
     "JOURNAL_APPEND_SECONDS",
     "JOURNAL_BYTES",
     "JOURNAL_GAPS",
@@ -66,5 +67,11 @@ JOURNAL_APPEND_SECONDS = Histogram(
     "pue_agent_journal_commit_seconds",
     "Group commit latency (write + fsync).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+    registry=REGISTRY,
+)
+ALARMS = Gauge(
+    "pue_agent_alarm",
+    "Active alarms (1 = raised), e.g. journal_budget, sink_quarantine, sink_auth.",
+    ["alarm", "component"],
     registry=REGISTRY,
 )

@@ -32,6 +32,7 @@ from agent.plugins import (
     build_consumer,
 )
 from agent.readings import ReadingBatchError, validate_batch
+from agent.service import AgentService
 from agent.settings import AgentSettings
 from agent.site import Site, load_site, parse_site
 
@@ -61,6 +62,9 @@ class Agent:
     _new_data: asyncio.Event = field(init=False)
     _ack: IO[str] | None = field(default=None, init=False)
     committed_readings: int = field(default=0, init=False)
+    #: Running collector supervisors by name (SIGHUP reload adds and removes entries).
+    collector_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
+    _group: asyncio.TaskGroup | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.settings.journal.queue_batches)
@@ -68,6 +72,30 @@ class Agent:
         self._new_data = asyncio.Event()
 
     # -- control ------------------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set once :meth:`stop` was called."""
+        return self._stopping
+
+    def start_collector(self, collector: Collector) -> None:
+        """Start polling ``collector`` in the running agent (start-up and SIGHUP reload)."""
+        assert self._group is not None, "the agent is not running"
+        if self._stopping.is_set():
+            return  # a reload racing with shutdown: the writer may already be gone
+        if collector not in self.collectors:
+            self.collectors.append(collector)
+        self.collector_tasks[collector.name] = self._group.create_task(
+            self._supervise(collector), name=f"collector:{collector.name}"
+        )
+
+    async def stop_collector(self, name: str) -> None:
+        """Cancel one collector (SIGHUP reload); what it already handed over is journalled."""
+        task = self.collector_tasks.pop(name, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.collectors = [c for c in self.collectors if c.name != name]
 
     def stop(self) -> None:
         """Ask the agent to stop: collectors stop, the queue is flushed, consumers catch up."""
@@ -99,17 +127,20 @@ class Agent:
             consumers=[c.name for c in self.consumers],
             journal=str(self.journal.path),
         )
+        service = AgentService(self, install_signals=install_signals)
         try:
+            await service.start()
             async with asyncio.TaskGroup() as group:
+                self._group = group
                 writer = group.create_task(self._writer(), name="journal-writer")
                 consumer_tasks = [
                     group.create_task(c.run(ctx), name=f"consumer:{c.name}") for c in self.consumers
                 ]
-                collector_tasks = [
-                    group.create_task(self._supervise(c), name=f"collector:{c.name}")
-                    for c in self.collectors
-                ]
+                for collector in self.collectors:
+                    self.start_collector(collector)
+                group.create_task(service.run(), name="service")
                 await self._stopping.wait()
+                collector_tasks = list(self.collector_tasks.values())
                 for task in collector_tasks:
                     task.cancel()
                 await asyncio.gather(*collector_tasks, return_exceptions=True)
@@ -118,6 +149,7 @@ class Agent:
                 self._new_data.set()
                 await asyncio.gather(*consumer_tasks)
         finally:
+            await service.close()
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
@@ -223,6 +255,8 @@ class Agent:
         if self._ack is not None:
             self._ack.flush()
         metrics.JOURNAL_BYTES.set(self.journal.payload_bytes)
+        if any(r is not None for r in results) and self.journal.alarm is None:
+            metrics.ALARMS.labels("journal_budget", "journal").set(0)
         self._new_data.set()
 
     async def _record_gaps(self, group: list[_Pending], reason: str) -> None:
@@ -231,6 +265,7 @@ class Agent:
                 self.journal.record_gap, pending.batch, source=pending.source, reason=reason
             )
             metrics.JOURNAL_GAPS.inc(pending.batch.height)
+        metrics.ALARMS.labels("journal_budget", "journal").set(1)
         _log.error(
             "journal budget reached: readings refused and recorded as a gap",
             alarm="journal_budget",
