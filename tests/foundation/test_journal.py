@@ -176,3 +176,22 @@ def test_budget_without_any_consumer_prunes_nothing(tmp_path: Path) -> None:
         for frame in _batches(20, pdus=50):
             journal.append(frame, source="sim")
     assert journal.stats()["batches"] == journal.head[0]
+
+
+def test_disk_full_is_a_clear_error_and_stores_nothing_partial(tmp_path: Path) -> None:
+    from agent.journal import JournalError
+
+    journal, _ = _journal_with(tmp_path, n=2)
+    head = journal.head
+    # SQLite's page cap produces the same SQLITE_FULL error as a full file system.
+    pages = journal._db.execute("PRAGMA page_count").fetchone()[0]
+    journal._db.execute(f"PRAGMA max_page_count = {pages + 2}")
+    big = _batches(3, pdus=5000)
+    with pytest.raises(JournalError, match="full"):
+        journal.append_many([(f, "sim") for f in big])
+    assert journal.head == head, "a failed commit must not move the head"
+    assert journal.verify().ok
+    journal._db.execute("PRAGMA max_page_count = 1073741823")
+    journal.append(big[0], source="sim")
+    assert journal.head[0] == head[0] + 1
+    assert journal.verify().ok
