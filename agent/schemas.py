@@ -115,5 +115,9 @@ FINDING_SCHEMA = pl.Schema(
         "facts_used": pl.String(),  # JSON object of declared facts relied on
         "benefit_cny": pl.Float64(),
         "explanation": pl.String(),
+        "rule_kind": pl.String(),  # threshold | report | declaration (rules/pack.py)
+        "first_met_period": pl.String(),  # first period the test held ("首次" rules), else null
+        "warning": pl.String(),  # null | "margin" | "trend" | "margin,trend" (early warning)
+        "warning_detail": pl.String(),  # the early warning in words, null when none
     }
 )

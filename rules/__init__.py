@@ -1,1 +1,33 @@
 """Policy packs (data) and the engine that evaluates them against KPI history."""
+
+from rules.engine import WarningChange, evaluate, warning_changes
+from rules.pack import (
+    BUILTIN_DIR,
+    DEFAULT_POLICIES_DIR,
+    POLICIES_DIR_ENV,
+    LoadedPacks,
+    Pack,
+    PackError,
+    Rule,
+    configured_policies_dir,
+    load_pack,
+    load_packs,
+    parse_pack,
+)
+
+__all__ = [
+    "BUILTIN_DIR",
+    "DEFAULT_POLICIES_DIR",
+    "POLICIES_DIR_ENV",
+    "LoadedPacks",
+    "Pack",
+    "PackError",
+    "Rule",
+    "WarningChange",
+    "configured_policies_dir",
+    "evaluate",
+    "load_pack",
+    "load_packs",
+    "parse_pack",
+    "warning_changes",
+]

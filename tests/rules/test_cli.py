@@ -1,0 +1,179 @@
+"""``pue-agent rules list`` / ``rules evaluate`` end to end through typer."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import polars as pl
+import pytest
+import typer
+from rich.console import Console
+from typer.testing import CliRunner, Result
+
+import rules.cli
+from tests.rules.helpers import SITE_TOML, frame, history, kpi
+from tests.rules.test_packs import MINIMAL
+
+
+@pytest.fixture
+def app(monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
+    # Wide enough that table cells are not folded (the runner's terminal is 80 columns).
+    monkeypatch.setattr(rules.cli, "out", Console(width=400))
+    application = typer.Typer()
+    rules.cli.register(application)
+    return application
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    (tmp_path / "site.toml").write_text(SITE_TOML, encoding="utf-8")
+    path = tmp_path / "agent.toml"
+    path.write_text(
+        f'state_dir = "{tmp_path / "state"}"\nsite_file = "site.toml"\n', encoding="utf-8"
+    )
+    return path
+
+
+@pytest.fixture
+def kpis_file(tmp_path: Path) -> Path:
+    rows = history("pue", "2025-11", [1.19, 1.175, 1.18, 1.17])
+    rows.append(kpi("e_dc_kwh", 700_000.0, period="2026-02", kind="month", unit="kWh"))
+    path = tmp_path / "kpis.parquet"
+    frame(rows).write_parquet(path)
+    return path
+
+
+def invoke(app: typer.Typer, *args: str, env: dict[str, str] | None = None) -> Result:
+    return CliRunner().invoke(app, ["rules", *args], env=env)
+
+
+def test_list_shows_every_pack(app: typer.Typer, tmp_path: Path) -> None:
+    result = invoke(app, "list", "--policies-dir", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    for pack_id in ("shanxi-2024-35", "shihezi-2024-2", "yinchuan-2024-draft", "qinghai-2024-11"):
+        assert pack_id in result.output
+    assert "ttm pue < 1.18 (first time)" in result.output
+
+
+def test_list_json_and_a_refused_pack(app: typer.Typer, tmp_path: Path) -> None:
+    (tmp_path / "broken.toml").write_text(
+        MINIMAL.replace('comparator = "<"', 'comparator = "below"'), encoding="utf-8"
+    )
+    result = invoke(app, "list", "--json", "--policies-dir", str(tmp_path))
+    assert result.exit_code == 1
+    document = json.loads(result.stdout)
+    assert {p["id"] for p in document["packs"]} >= {"shanxi-2024-35", "cn-hub-nodes-2021-1742"}
+    assert "op-pack" not in {p["id"] for p in document["packs"]}
+    assert "broken.toml: rules[0](op-pack-1).comparator" in document["refused"][0]
+    assert "refused pack:" in result.stderr
+
+
+def test_policies_dir_from_the_environment(app: typer.Typer, tmp_path: Path) -> None:
+    (tmp_path / "op.toml").write_text(MINIMAL, encoding="utf-8")
+    result = invoke(app, "list", "--json", env={rules.cli.POLICIES_DIR_ENV: str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    assert "op-pack" in {p["id"] for p in json.loads(result.stdout)["packs"]}
+
+
+def test_evaluate_json(app: typer.Typer, config: Path, kpis_file: Path, tmp_path: Path) -> None:
+    result = invoke(
+        app,
+        "evaluate",
+        "--period",
+        "2026-02",
+        "--config",
+        str(config),
+        "--kpis",
+        str(kpis_file),
+        "--policies-dir",
+        str(tmp_path / "none"),
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert (document["site"], document["period"]) == ("dc-1", "2026-02")
+    shanxi = next(f for f in document["findings"] if f["rule_id"] == "shanxi-2024-35-4")
+    assert shanxi["result"] == "eligible"
+    assert shanxi["first_met_period"] == "2025-12"
+    # 1,000 CNY/rack x 1,200 declared racks = 1,200,000 CNY.
+    assert shanxi["benefit_cny"] == 1_200_000
+    assert shanxi["category"] == 2
+    qinghai = next(f for f in document["findings"] if f["rule_id"] == "qinghai-2024-11-1")
+    assert qinghai["result"] == "not_applicable"  # the site is declared in Shanxi
+
+
+def test_evaluate_table(app: typer.Typer, config: Path, kpis_file: Path, tmp_path: Path) -> None:
+    result = invoke(
+        app,
+        "evaluate",
+        "--period",
+        "2026-02",
+        "--config",
+        str(config),
+        "--kpis",
+        str(kpis_file),
+        "--policies-dir",
+        str(tmp_path / "none"),
+    )
+    assert result.exit_code == 0, result.output
+    assert "Findings for dc-1, 2026-02" in result.output
+    assert "shanxi-2024-35" in result.output
+    assert "eligible" in result.output
+    assert "1,200,000" in result.output
+    assert "first met 2025-12" in result.output
+
+
+def test_evaluate_reads_the_interval_store(
+    app: typer.Typer, config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Stands in for agent/store.py's planned API: IntervalStore(root).read_kpis().
+    roots: list[Path] = []
+
+    class FakeStore:
+        def __init__(self, root: Path) -> None:
+            roots.append(root)
+
+        def read_kpis(self) -> pl.DataFrame:
+            return frame([kpi("pue", 1.19, period="2026-10")])
+
+    module = types.ModuleType("agent.store")
+    module.IntervalStore = FakeStore  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "agent.store", module)
+    result = invoke(app, "evaluate", "--period", "2026-10", "--config", str(config), "--json")
+    assert result.exit_code == 0, result.output
+    assert roots == [tmp_path / "state" / "store"]
+    shanxi = next(
+        f for f in json.loads(result.stdout)["findings"] if f["rule_id"] == "shanxi-2024-35-4"
+    )
+    assert (shanxi["result"], shanxi["measured_value"]) == ("not_eligible", 1.19)
+
+
+def test_evaluate_refuses_a_bad_period(app: typer.Typer, config: Path, kpis_file: Path) -> None:
+    result = invoke(
+        app, "evaluate", "--period", "2026-13", "--config", str(config), "--kpis", str(kpis_file)
+    )
+    assert result.exit_code == 2
+    assert "not a month label" in result.stderr
+
+
+def test_evaluate_without_a_store_says_so(
+    app: typer.Typer, config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "agent.store", None)  # import raises ImportError
+    result = invoke(app, "evaluate", "--period", "2026-10", "--config", str(config))
+    assert result.exit_code == 2
+    assert "interval store (agent.store) is not available" in result.stderr
+
+
+def test_evaluate_explain_and_expired_note(app: typer.Typer, config: Path, tmp_path: Path) -> None:
+    path = tmp_path / "late.parquet"
+    frame([kpi("pue", 1.10, period="2027-01")]).write_parquet(path)
+    result = invoke(
+        app, "evaluate", "--period", "2027-01", "-c", str(config), "--kpis", str(path), "--explain"
+    )
+    assert result.exit_code == 0, result.output
+    assert "policy expired" in result.output
+    assert "The policy expired on 2026-12-31" in result.output
