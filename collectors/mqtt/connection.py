@@ -1,0 +1,260 @@
+"""The MQTT connection: aiomqtt 2.x with a batching inbox, manual acks, TLS and backoff.
+
+Why a subclass of :class:`aiomqtt.Client`: aiomqtt hands every message through
+an ``asyncio.Queue`` and one task plus ``asyncio.wait`` per message, which caps
+a subscriber at roughly 8,000 msg/s; and it acknowledges QoS 1/2 messages as
+soon as paho parsed them. Here paho's ``on_message`` appends a tuple to a plain
+list (the :class:`Inbox`) that the collector drains in batches, and paho's
+manual-ack mode is switched on so a QoS 1 message is acknowledged only after
+its readings are durable in the journal. Both rely on aiomqtt's paho client
+attribute ``_client`` and its ``_on_message`` / ``_on_disconnect`` hooks,
+stable across aiomqtt 2.x (pinned ``<3`` in pyproject.toml; the tests fail if
+that changes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+__all__ = [
+    "BatchingClient",
+    "ConnectionSpec",
+    "Inbox",
+    "Received",
+    "backoff_delays",
+    "tls_context",
+]
+
+#: One received message: (topic, payload, receive time s, qos, mid, dup flag).
+Received = tuple[str, bytes | bytearray, float, int, int, bool]
+
+
+def backoff_delays(
+    initial_s: float, max_s: float, rng: random.Random | None = None
+) -> Iterator[float]:
+    """Capped exponential backoff with jitter: each delay uniform in [d/2, d], d doubling to max.
+
+    Jitter spreads the reconnects of many agents after a broker restart, so they do
+    not all hit the broker in the same instant.
+    """
+    rng = rng or random.Random()
+    delay = initial_s
+    while True:
+        yield delay * (0.5 + 0.5 * rng.random())
+        delay = min(delay * 2.0, max_s)
+
+
+def tls_context(
+    ca_file: str | None,
+    client_cert_file: str | None = None,
+    client_key_file: str | None = None,
+    *,
+    check_hostname: bool = True,
+) -> ssl.SSLContext:
+    """A client TLS context: verify the broker against ``ca_file`` (or the system CAs).
+
+    Raises:
+        OSError / ssl.SSLError: if a file cannot be read or is not a certificate/key.
+    """
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = check_hostname
+    if client_cert_file:
+        context.load_cert_chain(client_cert_file, client_key_file or None)
+    return context
+
+
+class Inbox:
+    """Messages received and not yet taken; the collector drains it in batches."""
+
+    def __init__(self, *, max_pending: int = 200_000) -> None:
+        """Hold at most ``max_pending`` QoS 0 messages (QoS 1/2 are bounded by the broker)."""
+        self.items: list[Received] = []
+        self.max_pending = max_pending
+        #: QoS 0 messages dropped because the collector fell this far behind.
+        self.overflow = 0
+        self.closed: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._wake_at = 1
+
+    def put(self, item: Received) -> None:
+        """Add a message (called from paho's callback on the event loop)."""
+        items = self.items
+        if item[3] == 0 and len(items) >= self.max_pending:
+            self.overflow += 1
+            return
+        items.append(item)
+        waiter = self._waiter
+        if waiter is not None and len(items) >= self._wake_at and not waiter.done():
+            waiter.set_result(None)
+
+    def close(self, reason: BaseException) -> None:
+        """The connection is gone: wake the taker."""
+        self.closed = reason
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def _wait(self, count: int, timeout_s: float | None) -> None:
+        if len(self.items) >= count or self.closed is not None:
+            return
+        self._wake_at = count
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(self._waiter, timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiter = None
+
+    async def take(self, max_messages: int, linger_s: float, idle_s: float) -> list[Received]:
+        """Wait for messages and return a batch.
+
+        The batch is returned when ``max_messages`` are there, when ``linger_s`` has
+        passed since the first, or when nothing new arrived for ``idle_s`` (the
+        broker's in-flight window may be full, waiting for our acknowledgements).
+
+        Raises:
+            aiomqtt.MqttError: when the connection is closed and nothing is left.
+        """
+        while not self.items:
+            if self.closed is not None:
+                raise aiomqtt.MqttError("disconnected") from self.closed
+            await self._wait(1, None)
+        deadline = time.monotonic() + linger_s
+        while len(self.items) < max_messages and self.closed is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            seen = len(self.items)
+            # Wake on a full batch or after idle_s; never per message.
+            await self._wait(max_messages, min(idle_s, remaining))
+            if len(self.items) == seen:
+                break
+        batch, self.items = self.items, []
+        return batch
+
+
+@dataclass(frozen=True)
+class ConnectionSpec:
+    """Everything needed to open one connection (the password stays out of ``repr``)."""
+
+    host: str
+    port: int
+    identifier: str
+    protocol: str = "5"
+    persistent: bool = True
+    session_expiry_s: int = 7 * 24 * 3600
+    receive_maximum: int = 1000
+    keepalive_s: int = 30
+    username: str | None = None
+    password: str | None = None
+    tls: ssl.SSLContext | None = None
+    manual_ack: bool = True
+    timeout_s: float = 10.0
+
+    def __repr__(self) -> str:
+        return (
+            f"ConnectionSpec(host={self.host!r}, port={self.port}, "
+            f"identifier={self.identifier!r}, protocol={self.protocol!r}, "
+            f"tls={self.tls is not None}, username={self.username!r})"
+        )
+
+
+class BatchingClient(aiomqtt.Client):
+    """An aiomqtt client that feeds an :class:`Inbox` and acknowledges on request."""
+
+    def __init__(
+        self,
+        spec: ConnectionSpec,
+        inbox: Inbox,
+        *,
+        on_sys: Callable[[str, bytes | bytearray], None] | None = None,
+    ) -> None:
+        """Prepare (not open) a connection described by ``spec``.
+
+        Args:
+            spec: Broker, session and security settings.
+            inbox: Where received messages go.
+            on_sys: Called with ``$SYS/...`` messages (broker statistics) instead of
+                putting them in the inbox.
+        """
+        v5 = spec.protocol == "5"
+        properties = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            # Without a session expiry an MQTT 5 session ends at disconnect: nothing queued.
+            properties.SessionExpiryInterval = spec.session_expiry_s if spec.persistent else 0
+            # How many unacknowledged QoS 1/2 messages the broker may send us at once;
+            # acks wait for the journal's fsync, so a small window would cap throughput.
+            properties.ReceiveMaximum = spec.receive_maximum
+        super().__init__(
+            spec.host,
+            spec.port,
+            username=spec.username,
+            password=spec.password,
+            identifier=spec.identifier,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else not spec.persistent,
+            clean_start=(not spec.persistent) if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            keepalive=spec.keepalive_s,
+            timeout=spec.timeout_s,
+            properties=properties,
+            tls_context=spec.tls,
+        )
+        self.inbox = inbox
+        self._on_sys = on_sys
+        self._paho: paho.Client = self._client
+        self._paho.manual_ack_set(spec.manual_ack)
+
+    def _on_message(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        message: paho.MQTTMessage,
+    ) -> None:
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = message._topic.decode("utf-8", "replace")
+        if topic[:1] == "$" and self._on_sys is not None:
+            self._on_sys(topic, message.payload)
+            self.ack(message.mid, message.qos)
+            return
+        self.inbox.put(
+            (topic, message.payload, time.time(), message.qos, message.mid, bool(message.dup))
+        )
+
+    def _on_disconnect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.DisconnectFlags,
+        reason_code: Any,
+        properties: Properties | None = None,
+    ) -> None:
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
+        if self._disconnected.done() and not self._disconnected.cancelled():
+            # We learn of disconnects from the inbox, not aiomqtt's iterator: mark it seen.
+            self._disconnected.exception()
+        self.inbox.close(aiomqtt.MqttError(f"disconnected: {reason_code}"))
+
+    def ack(self, mid: int, qos: int) -> None:
+        """Acknowledge a QoS 1/2 message (PUBACK / PUBCOMP); no-op for QoS 0."""
+        if qos:
+            self._paho.ack(mid, qos)
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the connection is up (paho's view)."""
+        return bool(self._paho.is_connected())

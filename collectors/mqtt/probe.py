@@ -1,0 +1,98 @@
+"""``pue-agent probe mqtt BROKER TOPIC --mapping FILE``: print the readings a mapping yields."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import typer
+
+from agent.probe import print_readings
+from agent.settings import ConfigError, read_secret
+from collectors.mqtt.connection import BatchingClient, ConnectionSpec, Inbox, tls_context
+from collectors.mqtt.decode import Decoder, DecodeResult
+from collectors.mqtt.mapping import TopicRouter, load_mapping
+
+__all__ = ["parse_broker", "probe", "register"]
+
+
+def parse_broker(broker: str) -> tuple[str, int, bool]:
+    """``host``, ``host:port``, ``mqtt://host:port`` or ``mqtts://host:port`` -> (host, port, tls).
+
+    Raises:
+        ValueError: for another scheme or a bad port.
+    """
+    url = urlsplit(broker if "://" in broker else f"mqtt://{broker}")
+    if url.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
+        raise ValueError(f"broker {broker!r}: scheme must be mqtt:// or mqtts://")
+    tls = url.scheme in ("mqtts", "ssl")
+    if not url.hostname:
+        raise ValueError(f"broker {broker!r}: no host")
+    return url.hostname, url.port or (8883 if tls else 1883), tls
+
+
+async def probe(
+    spec: ConnectionSpec, topic: str, qos: int, decoder: Decoder, seconds: float
+) -> DecodeResult:
+    """Subscribe to ``topic`` for ``seconds`` and decode everything received (no journal)."""
+    inbox = Inbox()
+    async with BatchingClient(spec, inbox) as client:
+        await client.subscribe(topic, qos)
+        await asyncio.sleep(seconds)
+    return decoder.decode([(t, p, r) for t, p, r, _, _, _ in inbox.items])
+
+
+def register(probe_app: typer.Typer) -> None:
+    """Add ``probe mqtt``."""
+
+    @probe_app.command("mqtt")
+    def mqtt_command(
+        broker: Annotated[str, typer.Argument(help="host[:port], mqtt://… or mqtts://…")],
+        topic: Annotated[str, typer.Argument(help="Topic filter to subscribe to (wildcards ok).")],
+        mapping: Annotated[str, typer.Option(help="Mapping TOML file or built-in name.")],
+        seconds: Annotated[float, typer.Option(help="How long to listen.")] = 5.0,
+        as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+        qos: Annotated[int, typer.Option(min=0, max=2)] = 0,
+        ca_file: Annotated[str | None, typer.Option(help="CA bundle for mqtts://.")] = None,
+        username: Annotated[str | None, typer.Option()] = None,
+        password_secret: Annotated[
+            str | None, typer.Option(help="Secret name holding the password.")
+        ] = None,
+        protocol: Annotated[str, typer.Option(help="5 or 3.1.1")] = "5",
+        max_skew_s: Annotated[float, typer.Option()] = 300.0,
+    ) -> None:
+        """Listen on TOPIC and print the readings MAPPING yields (retained messages included)."""
+        try:
+            host, port, tls = parse_broker(broker)
+            rules = load_mapping(mapping).rules
+            password = read_secret(password_secret).get_secret_value() if password_secret else None
+            context = tls_context(ca_file) if tls or ca_file else None
+        except (ConfigError, ValueError, OSError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        spec = ConnectionSpec(
+            host=host,
+            port=port,
+            identifier=f"pue-agent-probe-{os.getpid()}-{int(time.time())}",
+            protocol="5" if protocol == "5" else "3.1.1",
+            persistent=False,
+            manual_ack=False,
+            username=username,
+            password=password,
+            tls=context,
+        )
+        decoder = Decoder(TopicRouter(rules), max_skew_s=max_skew_s)
+        try:
+            result = asyncio.run(probe(spec, topic, qos, decoder, seconds))
+        except Exception as exc:  # noqa: BLE001 - a probe reports any failure and exits 1
+            typer.echo(f"error: cannot read from {host}:{port}: {exc}", err=True)
+            raise typer.Exit(1) from None
+        print_readings(result.frame, as_json=as_json, extra={"mapping": mapping})
+        summary = f"messages: {result.accepted} mapped, {result.ignored} ignored"
+        for reason, count in sorted(result.rejected.items()):
+            summary += f", {count} rejected ({reason})"
+        print(summary, file=sys.stderr)
