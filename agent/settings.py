@@ -23,6 +23,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from agent.api.config import ApiSettings
+
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "AgentSettings",
@@ -108,6 +110,7 @@ class AgentSettings(BaseSettings):
     journal: JournalSettings = Field(default_factory=JournalSettings)
     collectors: list[CollectorEntry] = Field(default_factory=list)
     sinks: list[SinkEntry] = Field(default_factory=list)
+    api: ApiSettings = Field(default_factory=ApiSettings, description="HTTP API (agent.api).")
     ack_file: Path | None = Field(
         None, description="Test hook: append 'seq hash rows' after each commit."
     )

@@ -13,7 +13,9 @@ DEBIAN_PACKAGES=(
   poppler-utils                        # pdftotext/pdftoppm for report tests
   fonts-noto-cjk                       # CJK font embedded in the PDF report
   libpango-1.0-0 libpangoft2-1.0-0     # WeasyPrint's text layout
+  libharfbuzz-subset0                  # WeasyPrint subsets the CJK font fast (else fontTools, slow)
   prometheus-snmp-exporter collectd-core  # SNMP benchmark peers
+  systemd                              # systemd-analyze verify/security for the unit tests
 )
 
 missing=()

@@ -1,0 +1,165 @@
+"""Where the API's data comes from: the journal (real time), the interval store, the rules.
+
+Each source is one small function, so the HTTP layer knows nothing of storage:
+
+* :class:`RealtimeFollower` reads new journal batches into
+  :class:`agent.realtime.LatestPower`. It keeps its position in memory and
+  registers **no** journal cursor: a real-time view must never hold data back
+  from pruning.
+* :func:`store_kpis` reads the local store
+  (``agent.store.IntervalStore(state_dir / "store").read_kpis()``, the same call
+  ``rules.cli`` makes). If the store cannot be read (or the module is missing in
+  a trimmed install) the API answers 503 and says so, rather than inventing figures.
+* :func:`evaluate_findings` runs the rules engine (``rules.engine.evaluate``)
+  over the stored KPI history, exactly as ``pue-agent rules evaluate`` does.
+* :func:`report_path` is where ``pue-agent report`` leaves a month's bundle:
+  ``state_dir/reports/<site>-<YYYY-MM>.zip``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from agent.logs import get_logger
+from agent.realtime import LatestPower, RealtimeSnapshot
+from agent.schemas import KPI_SCHEMA
+
+if TYPE_CHECKING:
+    from agent.journal import Journal
+    from agent.settings import AgentSettings
+    from agent.site import Site
+
+__all__ = [
+    "MONTH_RE",
+    "PERIOD_RE",
+    "KpiSource",
+    "RealtimeFollower",
+    "SourceUnavailableError",
+    "evaluate_findings",
+    "filter_kpis",
+    "report_path",
+    "store_kpis",
+]
+
+_log = get_logger("api.sources")
+
+#: A month label, ``YYYY-MM`` (years 1000-2999: year 0 is no calendar year).
+MONTH_RE = re.compile(r"^[12][0-9]{3}-(0[1-9]|1[0-2])$")
+#: Labels the KPI frame uses: month ``YYYY-MM``, day ``YYYY-MM-DD``, hour ``YYYY-MM-DDTHH``.
+PERIOD_RE = re.compile(
+    r"^[12][0-9]{3}-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01])(T([01][0-9]|2[0-3]))?)?$"
+)
+
+#: Returns the whole KPI history (``KPI_SCHEMA``) for the agent's site.
+KpiSource = Callable[["AgentSettings"], pl.DataFrame]
+
+
+class SourceUnavailableError(RuntimeError):
+    """A data source the endpoint needs is not available (the API answers 503)."""
+
+
+def store_kpis(settings: AgentSettings) -> pl.DataFrame:
+    """The KPI history from the local interval store (blocking: call in a thread).
+
+    Raises:
+        SourceUnavailableError: when ``agent.store`` is not installed or fails to read.
+    """
+    try:
+        module = importlib.import_module("agent.store")
+    except ImportError as exc:
+        raise SourceUnavailableError("the interval store (agent.store) is not available") from exc
+    try:
+        frame = module.IntervalStore(settings.state_dir / "store").read_kpis()
+    # StoreError is a RuntimeError; a corrupt Parquet part raises a PolarsError.
+    except (OSError, ValueError, RuntimeError, pl.exceptions.PolarsError) as exc:
+        raise SourceUnavailableError(f"the interval store could not be read: {exc}") from exc
+    if not isinstance(frame, pl.DataFrame):
+        raise SourceUnavailableError("agent.store.IntervalStore.read_kpis returned no DataFrame")
+    return frame
+
+
+def filter_kpis(kpis: pl.DataFrame, period: str, kind: str | None) -> pl.DataFrame:
+    """Rows labelled ``period`` (and of ``kind``, if given), in KPI_SCHEMA column order."""
+    frame = kpis.filter(pl.col("period") == period)
+    if kind is not None:
+        frame = frame.filter(pl.col("period_kind") == kind)
+    columns = [c for c in KPI_SCHEMA.names() if c in frame.columns]
+    return frame.select(columns).sort("period_kind", "metric")
+
+
+def evaluate_findings(kpis: pl.DataFrame, site: Site, month: str) -> pl.DataFrame:
+    """Findings of every policy pack for ``month`` from the KPI history (blocking)."""
+    try:
+        engine = importlib.import_module("rules.engine")
+    except ImportError as exc:
+        raise SourceUnavailableError("the rules engine (rules.engine) is not available") from exc
+    packs = engine.load_packs()
+    findings: pl.DataFrame = engine.evaluate(
+        packs, kpis, site.facts, site=site, period=month, category=site.pue_category
+    )
+    return findings
+
+
+def report_path(state_dir: Path, site_id: str, month: str) -> Path:
+    """Where the bundle of ``month`` is expected (``month`` must match :data:`MONTH_RE`)."""
+    if not MONTH_RE.fullmatch(month):
+        raise ValueError(f"not a month: {month!r}")
+    return state_dir / "reports" / f"{site_id}-{month}.zip"
+
+
+@dataclass
+class RealtimeFollower:
+    """Follows the journal head and keeps the latest power of every site meter."""
+
+    journal: Journal
+    site: Site
+    poll_s: float = 1.0
+    #: Batches read back from the head at start, so the view is warm after a restart.
+    warm_batches: int = 64
+    latest: LatestPower = field(init=False)
+    position: int = field(default=0, init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.latest = LatestPower(self.site)
+
+    def start(self) -> None:
+        """Start following in a background task."""
+        self.position = max(0, self.journal.head[0] - self.warm_batches)
+        self._task = asyncio.create_task(self._follow(), name="api-realtime")
+
+    async def stop(self) -> None:
+        """Stop following."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def snapshot(self) -> RealtimeSnapshot:
+        """The real-time figures from what has been read so far."""
+        return self.latest.snapshot()
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                page = await asyncio.to_thread(
+                    self.journal.read, self.position, limit=256, kinds=("readings",)
+                )
+            except Exception:  # noqa: BLE001 - the view must not die with one bad read
+                _log.exception("real-time view could not read the journal")
+                page = []
+            # Updated on the loop thread, so a snapshot never sees half an update.
+            for batch in page:
+                self.latest.update(batch.frame)
+                self.position = batch.seq
+            if len(page) < 256:
+                await asyncio.sleep(self.poll_s)
