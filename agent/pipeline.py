@@ -114,11 +114,14 @@ class Agent:
             self._ack = Path(self.settings.ack_file).open("a", encoding="utf-8")  # noqa: SIM115, ASYNC230
         for consumer in self.consumers:
             self.journal.register_cursor(consumer.name)
+        # Consumers are told to stop only once the writer has committed the last batch, so
+        # "stopping and caught up" really means everything acknowledged has been consumed.
+        consumers_stopping = asyncio.Event()
         ctx = ConsumerContext(
             journal=self.journal,
             settings=self.settings,
             site=self.site,
-            stopping=self._stopping,
+            stopping=consumers_stopping,
             new_data=self._new_data,
         )
         _log.info(
@@ -146,6 +149,7 @@ class Agent:
                 await asyncio.gather(*collector_tasks, return_exceptions=True)
                 await self._queue.put(None)  # the writer drains what is queued, then ends
                 await writer
+                consumers_stopping.set()
                 self._new_data.set()
                 await asyncio.gather(*consumer_tasks)
         finally:
@@ -310,6 +314,9 @@ def build_agent(settings: AgentSettings) -> Agent:
         for entry in settings.sinks
         if entry.enabled
     ]
+    if site is not None and not any(e.kind == "local_store" for e in settings.sinks):
+        # A site model means KPIs are wanted: run the aggregator with default options.
+        consumers.append(build_consumer("local_store", "local_store", {}, settings))
     journal = Journal(
         settings.journal_path, budget_bytes=int(settings.journal.budget_mb * 1024 * 1024)
     )

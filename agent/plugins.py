@@ -89,6 +89,8 @@ class ConsumerContext:
     journal: Journal
     settings: AgentSettings
     site: Site | None
+    #: Set once the agent is stopping *and* the journal writer has committed its last batch:
+    #: a consumer that sees it and has read up to the head has consumed everything.
     stopping: asyncio.Event
     #: Set by the pipeline whenever new batches were committed, to wake idle consumers.
     new_data: asyncio.Event = field(default_factory=asyncio.Event)
