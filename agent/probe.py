@@ -22,17 +22,40 @@ from agent.readings import QUANTITIES
 __all__ = ["PROBE_MODULES", "print_readings", "register"]
 
 #: Modules exposing ``register(probe_app: typer.Typer) -> None``.
-PROBE_MODULES: list[str] = []
+PROBE_MODULES: list[str] = [
+    "collectors.mqtt.probe",
+    "collectors.redfish.probe",
+    "collectors.snmp.probe",
+]
 
-_UNITS = {q: q.rsplit("_", 1)[-1] if "_" in q else "" for q in QUANTITIES}
-_UNITS.update({"power_factor": "", "status_code": "", "energy_kwh": "kWh", "power_w": "W"})
+#: Display unit per quantity (the suffix of the name, spelled as an operator reads it).
+_UNITS: dict[str, str] = {
+    "power_w": "W",
+    "energy_kwh": "kWh",
+    "apparent_power_va": "VA",
+    "reactive_power_var": "var",
+    "apparent_energy_kvah": "kVAh",
+    "current_a": "A",
+    "voltage_v": "V",
+    "frequency_hz": "Hz",
+    "power_factor": "",
+    "temperature_c": "°C",
+    "humidity_pct": "%",
+    "load_pct": "%",
+    "heat_kw": "kW",
+    "heat_energy_kwh": "kWh",
+    "battery_charge_pct": "%",
+    "runtime_s": "s",
+    "uptime_s": "s",
+    "status_code": "",
+}
 
 probe_app = typer.Typer(help="Poll one device once and print its readings.", no_args_is_help=True)
 
 
 def unit_of(quantity: str) -> str:
     """The unit a quantity name carries (``power_w`` -> ``W``)."""
-    return _UNITS.get(quantity, "")
+    return _UNITS.get(quantity, quantity.rsplit("_", 1)[-1] if quantity in QUANTITIES else "")
 
 
 def print_readings(

@@ -1,0 +1,187 @@
+"""``pue-agent probe snmp HOST[:PORT]``: poll one device once and print its readings.
+
+Exit codes: 0 readings printed; 2 bad arguments; 3 timeout; 4 SNMPv3
+authentication/privacy failure; 5 no matching profile; 6 other SNMP error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Annotated
+
+import typer
+from pydantic import SecretStr
+from rich.console import Console
+
+from collectors.snmp.client import (
+    AUTH_PROTOCOLS,
+    PRIV_PROTOCOLS,
+    SnmpAuthError,
+    SnmpError,
+    SnmpTimeoutError,
+    UdpDispatcher,
+    V3Credentials,
+    close_engine,
+    new_engine,
+)
+from collectors.snmp.collector import NoProfileError, make_session, resolve_plan
+from collectors.snmp.poller import Poller, ReadingBuffer
+from collectors.snmp.profiles import ProfileError, load_profiles
+
+__all__ = ["parse_target", "register"]
+
+_err = Console(stderr=True)
+
+EXIT_TIMEOUT = 3
+EXIT_AUTH = 4
+EXIT_NO_PROFILE = 5
+EXIT_SNMP = 6
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` -> (host, port).
+
+    Raises:
+        typer.BadParameter: if the port is not a number in 1..65535.
+    """
+    host, port = target, 161
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        if rest.startswith(":"):
+            port_text = rest[1:]
+            port = int(port_text) if port_text.isdigit() else -1
+    elif target.count(":") == 1:
+        host, port_text = target.split(":")
+        port = int(port_text) if port_text.isdigit() else -1
+    if not host or not 1 <= port <= 65535:
+        raise typer.BadParameter(f"expected HOST or HOST:PORT, got {target!r}")
+    return host, port
+
+
+def _secret(value: str | None, env: str | None) -> SecretStr | None:
+    if value is not None:
+        return SecretStr(value)
+    if env:
+        found = os.environ.get(env)
+        if found is None:
+            raise typer.BadParameter(f"environment variable {env} is not set")
+        return SecretStr(found)
+    return None
+
+
+async def _probe(
+    host: str,
+    port: int,
+    community: SecretStr | None,
+    v3: V3Credentials | None,
+    profile: str,
+    timeout_s: float,
+    retries: int,
+) -> tuple[ReadingBuffer, str]:
+    dispatcher = None
+    engine = None
+    if v3 is None:
+        dispatcher = UdpDispatcher()
+        await dispatcher.open()
+    else:
+        engine = new_engine()
+    try:
+        session = make_session(
+            host,
+            port,
+            community=community,
+            v3=v3,
+            timeout_s=timeout_s,
+            retries=retries,
+            dispatcher=dispatcher,
+            engine=engine,
+            label=f"{host}:{port}",
+        )
+        plan = await resolve_plan(session, load_profiles(), profile, None, 40)
+        buffer = ReadingBuffer()
+        await Poller(f"{host}:{port}" if port != 161 else host, session, plan).poll(buffer)
+        return buffer, plan.describe()
+    finally:
+        if dispatcher is not None:
+            dispatcher.close()
+        if engine is not None:
+            close_engine(engine)
+
+
+def register(probe_app: typer.Typer) -> None:
+    """Add ``probe snmp`` to the probe group."""
+
+    @probe_app.command("snmp")
+    def probe_snmp(
+        target: Annotated[str, typer.Argument(help="HOST or HOST:PORT (default port 161).")],
+        community: Annotated[
+            str | None, typer.Option("--community", "-c", help="SNMPv2c community.")
+        ] = None,
+        v3_user: Annotated[str | None, typer.Option("--v3-user", help="SNMPv3 user.")] = None,
+        v3_auth_protocol: Annotated[
+            str, typer.Option("--v3-auth-protocol", help=f"One of {', '.join(AUTH_PROTOCOLS)}.")
+        ] = "SHA256",
+        v3_auth_key_env: Annotated[
+            str | None,
+            typer.Option("--v3-auth-key-env", help="Environment variable holding the auth key."),
+        ] = None,
+        v3_priv_protocol: Annotated[
+            str, typer.Option("--v3-priv-protocol", help=f"One of {', '.join(PRIV_PROTOCOLS)}.")
+        ] = "AES",
+        v3_priv_key_env: Annotated[
+            str | None,
+            typer.Option("--v3-priv-key-env", help="Environment variable holding the priv key."),
+        ] = None,
+        v3_context: Annotated[str, typer.Option("--v3-context", help="Context name.")] = "",
+        allow_des: Annotated[
+            bool, typer.Option("--allow-des", help="Permit DES privacy / MD5 auth.")
+        ] = False,
+        profile: Annotated[
+            str, typer.Option("--profile", help="Profile name, or 'auto' to detect.")
+        ] = "auto",
+        timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds per try.")] = 2.0,
+        retries: Annotated[int, typer.Option("--retries", help="Retries after a timeout.")] = 1,
+        as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    ) -> None:
+        """Poll one SNMP device once and print what its profile yields.
+
+        Keys are read from environment variables (--v3-auth-key-env/--v3-priv-key-env)
+        so they never appear in the process list or shell history.
+        """
+        from agent.probe import print_readings  # noqa: PLC0415
+
+        host, port = parse_target(target)
+        if (community is None) == (v3_user is None):
+            raise typer.BadParameter("give exactly one of --community or --v3-user")
+        v3 = None
+        if v3_user is not None:
+            if v3_auth_protocol not in AUTH_PROTOCOLS or v3_priv_protocol not in PRIV_PROTOCOLS:
+                raise typer.BadParameter("unknown SNMPv3 auth or privacy protocol")
+            if not allow_des and (v3_priv_protocol == "DES" or v3_auth_protocol == "MD5"):
+                raise typer.BadParameter("DES/MD5 are insecure; pass --allow-des to use them")
+            v3 = V3Credentials(
+                user=v3_user,
+                auth_protocol=v3_auth_protocol,  # type: ignore[arg-type]
+                auth_key=_secret(None, v3_auth_key_env),
+                priv_protocol=v3_priv_protocol,  # type: ignore[arg-type]
+                priv_key=_secret(None, v3_priv_key_env),
+                context=v3_context,
+            )
+        try:
+            buffer, profile_used = asyncio.run(
+                _probe(host, port, _secret(community, None), v3, profile, timeout_s, retries)
+            )
+        except SnmpTimeoutError as exc:
+            _err.print(f"error: timeout: {exc}", highlight=False, markup=False)
+            raise typer.Exit(EXIT_TIMEOUT) from None
+        except SnmpAuthError as exc:
+            _err.print(f"error: authentication: {exc}", highlight=False, markup=False)
+            raise typer.Exit(EXIT_AUTH) from None
+        except (NoProfileError, ProfileError) as exc:
+            _err.print(f"error: no profile: {exc}", highlight=False, markup=False)
+            raise typer.Exit(EXIT_NO_PROFILE) from None
+        except SnmpError as exc:
+            _err.print(f"error: {exc}", highlight=False, markup=False)
+            raise typer.Exit(EXIT_SNMP) from None
+        print_readings(buffer.take(), as_json=as_json, extra={"profile": profile_used})
