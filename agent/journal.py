@@ -213,6 +213,13 @@ class Journal:
             self._local.db = db
         return db
 
+    def _head_locked(self) -> tuple[int, bytes]:
+        base_seq = self._meta("base_seq", "0")
+        base_hash = self._meta("base_hash", _GENESIS_HASH.hex())
+        return int(self._meta("head_seq", base_seq)), bytes.fromhex(
+            self._meta("head_hash", base_hash)
+        )
+
     def _meta(self, key: str, default: str) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return str(row[0]) if row else default
@@ -265,34 +272,42 @@ class Journal:
                         f"{self._payload_bytes} bytes kept for sinks that have not caught up"
                     )
                     raise JournalFullError(self.alarm)
-            seq, prev = self._head_seq, self._head_hash
-            rows = []
-            results = []
-            created_us = time.time_ns() // 1000
-            for frame, source, payload in encoded:
-                seq += 1
-                ts_column = "ts" if kind == "readings" else "first_ts"
-                first_ts, _ = _ts_bounds(frame, ts_column)
-                _, last_ts = _ts_bounds(frame, "ts" if kind == "readings" else "last_ts")
-                link = chain_hash(prev, seq, kind, source, frame.height, created_us, payload)
-                rows.append(
-                    (
-                        seq,
-                        created_us,
-                        kind,
-                        source,
-                        frame.height,
-                        first_ts,
-                        last_ts,
-                        payload,
-                        prev,
-                        link,
-                    )
+            bounds = [
+                (
+                    _ts_bounds(frame, "ts" if kind == "readings" else "first_ts")[0],
+                    _ts_bounds(frame, "ts" if kind == "readings" else "last_ts")[1],
                 )
-                results.append(AppendResult(seq=seq, hash=link.hex(), n_rows=frame.height))
-                prev = link
+                for frame, _, _ in encoded
+            ]
+            created_us = time.time_ns() // 1000
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                # Read the head under the write lock: another process (``pue-agent import``)
+                # may have appended since we last wrote, and the chain must continue from it.
+                seq, prev = self._head_locked()
+                rows = []
+                results = []
+                for (frame, source, payload), (first_ts, last_ts) in zip(
+                    encoded, bounds, strict=True
+                ):
+                    seq += 1
+                    link = chain_hash(prev, seq, kind, source, frame.height, created_us, payload)
+                    rows.append(
+                        (
+                            seq,
+                            created_us,
+                            kind,
+                            source,
+                            frame.height,
+                            first_ts,
+                            last_ts,
+                            payload,
+                            prev,
+                            link,
+                        )
+                    )
+                    results.append(AppendResult(seq=seq, hash=link.hex(), n_rows=frame.height))
+                    prev = link
                 self._db.executemany(
                     "INSERT INTO batches (seq, created_us, kind, source, n_rows, first_ts, last_ts,"
                     " payload, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

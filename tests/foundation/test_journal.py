@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from agent.journal import Journal, JournalFullError
+from agent.journal import Journal, JournalError, JournalFullError
 from collectors.sim.simulator import SiteSimulator
 
 
@@ -179,8 +179,6 @@ def test_budget_without_any_consumer_prunes_nothing(tmp_path: Path) -> None:
 
 
 def test_disk_full_is_a_clear_error_and_stores_nothing_partial(tmp_path: Path) -> None:
-    from agent.journal import JournalError
-
     journal, _ = _journal_with(tmp_path, n=2)
     head = journal.head
     # SQLite's page cap produces the same SQLITE_FULL error as a full file system.
@@ -195,3 +193,16 @@ def test_disk_full_is_a_clear_error_and_stores_nothing_partial(tmp_path: Path) -
     journal.append(big[0], source="sim")
     assert journal.head[0] == head[0] + 1
     assert journal.verify().ok
+
+
+def test_two_writers_continue_one_chain(tmp_path: Path) -> None:
+    # The agent and `pue-agent import` may append to the same journal from two processes.
+    agent_side = Journal(tmp_path / "j.sqlite")
+    import_side = Journal(tmp_path / "j.sqlite")
+    frames = _batches(4)
+    agent_side.append(frames[0], source="sim")
+    import_side.append(frames[1], source="import:sha256=00")
+    agent_side.append(frames[2], source="sim")
+    assert agent_side.head[0] == 3
+    assert agent_side.verify().ok
+    assert [b.source for b in import_side.iter_batches()] == ["sim", "import:sha256=00", "sim"]

@@ -1,0 +1,91 @@
+"""Small sites and reading frames for the energy/KPI tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import polars as pl
+
+from agent.readings import make_batch
+from agent.schemas import INTERVAL_SCHEMA
+from agent.site import Site, parse_site
+
+T0 = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+def small_site(*, pv: bool = False, **grid: Any) -> Site:
+    """A grid meter (register, optional wrap width), an IT meter, a cooling meter (and PV)."""
+    meters = [
+        {
+            "id": "grid",
+            "device": "grid",
+            "energy_point": "e",
+            "power_point": "p",
+            "role": "grid_import",
+            "rating_kw": 100.0,
+            **grid,
+        },
+        {"id": "it", "device": "it", "energy_point": "e", "role": "it", "rack": "r1"},
+        {"id": "cool", "device": "cool", "power_point": "p", "role": "cooling", "rating_kw": 50.0},
+    ]
+    if pv:
+        meters.append({"id": "pv", "device": "pv", "energy_point": "e", "role": "onsite_renewable"})
+    return parse_site(
+        {
+            "id": "t",
+            "name": "test",
+            "pue_category": 1,
+            "meters": meters,
+            "facts": {
+                "racks": 2,
+                "emission_factor": {"kg_co2_per_kwh": 0.5, "source": "test", "year": 2023},
+            },
+        },
+        source="test",
+    )
+
+
+def reads(
+    device: str, point: str, quantity: str, rows: list[tuple[float, float]], quality: int = 0
+) -> pl.DataFrame:
+    """Readings at ``T0 + seconds`` with values."""
+    return make_batch(
+        [T0 + timedelta(seconds=s) for s, _ in rows],
+        device,
+        [point] * len(rows),
+        quantity,
+        [v for _, v in rows],
+        quality,
+    )
+
+
+def energy_reads(rows: list[tuple[float, float]], device: str = "grid") -> pl.DataFrame:
+    return reads(device, "e", "energy_kwh", rows)
+
+
+def power_reads(rows: list[tuple[float, float]], device: str = "grid") -> pl.DataFrame:
+    return reads(device, "p", "power_w", rows)
+
+
+def interval_rows(
+    meter: str,
+    start: datetime,
+    count: int,
+    step: timedelta,
+    energy_kwh: float,
+    coverage: float = 1.0,
+) -> pl.DataFrame:
+    """``count`` INTERVAL_SCHEMA rows of one meter with constant energy and coverage."""
+    starts = [start + i * step for i in range(count)]
+    return pl.DataFrame(
+        {
+            "meter": [meter] * count,
+            "interval_start": starts,
+            "interval_end": [s + step for s in starts],
+            "energy_kwh": [energy_kwh] * count,
+            "coverage": [coverage] * count,
+            "flags": [0] * count,
+            "method": ["register"] * count,
+        }
+    ).cast(dict(INTERVAL_SCHEMA))
