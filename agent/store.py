@@ -320,3 +320,46 @@ class IntervalStore:
             return None
         loaded: dict[str, object] = json.loads(path.read_text(encoding="utf-8"))
         return loaded
+
+    # -- findings -----------------------------------------------------------------------------
+
+    def write_findings(self, frame: pl.DataFrame) -> None:
+        """Store rule findings (``FINDING_SCHEMA``), replacing rows with the same key.
+
+        The key is ``(site, period, policy_id, rule_id)``; rows are partitioned by the
+        month their ``period`` label starts with (``store/findings/month=YYYY-MM/``).
+        """
+        from agent.schemas import FINDING_SCHEMA  # noqa: PLC0415 - keeps the header untouched
+
+        missing = [c for c in FINDING_SCHEMA.names() if c not in frame.columns]
+        if missing:
+            raise StoreError(f"write_findings: missing column(s) {missing}")
+        frame = frame.select(FINDING_SCHEMA.names()).cast(FINDING_SCHEMA)
+        key = ["site", "period", "policy_id", "rule_id"]
+        for (month,), part in (
+            frame.with_columns(pl.col("period").str.slice(0, 7).alias("_m"))
+            .partition_by("_m", as_dict=True)
+            .items()
+        ):
+            path = self.root / "findings" / f"month={month}" / "findings.parquet"
+            new = part.drop("_m")
+            if path.is_file():
+                old = pl.read_parquet(path).cast(FINDING_SCHEMA)
+                new = pl.concat([old.join(new.select(key), on=key, how="anti"), new])
+            _write_parquet(path, new.sort("period", "policy_id", "rule_id"))
+
+    def read_findings(
+        self, *, month: str | None = None, rule_id: str | None = None
+    ) -> pl.DataFrame:
+        """Stored findings (``FINDING_SCHEMA``), optionally of one month / one rule."""
+        from agent.schemas import FINDING_SCHEMA  # noqa: PLC0415 - keeps the header untouched
+
+        base = self.root / "findings"
+        pattern = f"month={month}" if month else "month=*"
+        files = sorted(base.glob(f"{pattern}/findings.parquet")) if base.is_dir() else []
+        if not files:
+            return pl.DataFrame(schema=FINDING_SCHEMA)
+        frame = pl.scan_parquet(files)
+        if rule_id is not None:
+            frame = frame.filter(pl.col("rule_id") == rule_id)
+        return frame.collect().cast(FINDING_SCHEMA)

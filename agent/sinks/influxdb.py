@@ -23,7 +23,11 @@ Failure handling, per write:
 * 413 -> the chunk is split in halves.
 
 Derived data (intervals, KPIs, findings) is written through
-:meth:`InfluxSink.write_frames`, the hook the local interval store feeds.
+:meth:`InfluxSink.write_frames`: after the journal work of each loop iteration
+(at most every ``derived_interval_s``) the rows of the local store newer than the
+sink's watermark (:mod:`agent.sinks.derived`) are written, and the watermark
+advances only after the server took them, so a sink that was down catches up the
+derived data too. At shutdown the sink waits for the aggregator's last refresh.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import random
 import re
 import time
 from collections import deque
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +52,7 @@ from agent.logs import get_logger
 from agent.plugins import ConsumerContext
 from agent.readings import QUANTITIES
 from agent.settings import AgentSettings, ConfigError, read_secret
+from agent.sinks.derived import DerivedFeed, TableKind, wait_for_aggregator
 from agent.sinks.health import SINK_BYTES, SINK_FAILURES, SINK_POINTS, SINK_QUARANTINED, SinkHealth
 from agent.sinks.influx_schema import FrameKind, SiteTags, serialise
 from agent.sinks.influx_transport import Transport, V1Transport, V2Transport, WriteOutcome
@@ -98,6 +103,12 @@ class InfluxOptions(BaseModel):
     backoff_max_s: float = Field(10.0, gt=0, description="Cap of the retry backoff.")
     retry_after_max_s: float = Field(
         300.0, gt=0, description="Longest Retry-After honoured (a longer one is capped)."
+    )
+    derived: bool = Field(
+        True, description="Write intervals, KPIs and findings from the local store."
+    )
+    derived_interval_s: float = Field(
+        5.0, gt=0, description="Shortest time between two looks at the local store."
     )
 
     @model_validator(mode="after")
@@ -158,6 +169,8 @@ class InfluxSink:
     chunks_written: int = field(default=0, init=False)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _tags: SiteTags | None = field(default=None, init=False)
+    _feed: DerivedFeed | None = field(default=None, init=False)
+    _derived_at: float = field(default=float("-inf"), init=False)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -205,6 +218,55 @@ class InfluxSink:
         """Release the transport's connections."""
         await self.transport.aclose()
 
+    # -- derived data from the local store ----------------------------------------------------
+
+    async def send_derived(self) -> bool:
+        """Write the store's intervals, KPIs and findings newer than the watermarks.
+
+        Returns:
+            True when everything new was written (False: stopping during an outage, or
+            the store could not be read; the watermarks stay and the rows come again).
+        """
+        feed = self._feed
+        if feed is None:
+            return True
+        self._derived_at = time.monotonic()
+
+        def writer(kind: FrameKind) -> Callable[[pl.DataFrame], Awaitable[bool]]:
+            async def write(frame: pl.DataFrame) -> bool:
+                return (await self.write_frames(kind, frame)).complete
+
+            return write
+
+        tables: tuple[TableKind, ...] = ("kpis", "findings")
+        try:
+            if not await feed.send_intervals(writer("intervals")):
+                return False
+            for table in tables:
+                if not await feed.send_tables(table, writer(table)):
+                    return False
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            _log.error("cannot read the local store", sink=self.name, error=str(exc))
+            return False
+        return True
+
+    async def _derived_if_due(self) -> None:
+        if (
+            self._feed is not None
+            and time.monotonic() - self._derived_at >= self.options.derived_interval_s
+        ):
+            await self.send_derived()
+
+    async def _derived_at_stop(self, head: int) -> None:
+        if self._feed is None:
+            return
+        await wait_for_aggregator(self._feed.store, head)
+        if not await self.send_derived():
+            _log.warning(
+                "stopping before the derived data was written: it is sent at the next start",
+                sink=self.name,
+            )
+
     # -- the consumer loop --------------------------------------------------------------------
 
     async def run(self, ctx: ConsumerContext) -> None:
@@ -214,6 +276,8 @@ class InfluxSink:
             self.site = ctx.site
             self._tags = None
         journal = ctx.journal
+        if self.options.derived and self.site is not None and self._feed is None:
+            self._feed = await asyncio.to_thread(DerivedFeed.for_sink, self.name, self.settings)
         read_after = await asyncio.to_thread(journal.cursor, self.name)
         inflight: deque[tuple[_Chunk, asyncio.Task[None]]] = deque()
         pending: list[pl.DataFrame] = []
@@ -262,13 +326,15 @@ class InfluxSink:
                         quiet_since = now
                         ctx.new_data.clear()
                     if now - quiet_since >= 1.0:
+                        await self._derived_at_stop(journal.head[0])
                         return
                     await _wait(ctx.new_data, 1.0 - (now - quiet_since))
                     continue
+                await self._derived_if_due()
                 timeout = (
                     max(0.0, self.options.flush_interval_s - (time.monotonic() - pending_since))
                     if pending
-                    else 5.0
+                    else min(5.0, self.options.derived_interval_s)
                 )
                 ctx.new_data.clear()
                 if inflight:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +38,8 @@ from agent.journal import JournalBatch
 from agent.logs import get_logger
 from agent.plugins import ConsumerContext
 from agent.settings import AgentSettings, ConfigError
+from agent.sinks.derived import AggregatorProgress, register_aggregator, unregister_aggregator
+from agent.sinks.kpi_refresh import KpiRefresher
 from agent.site import Site
 from agent.store import IntervalStore, atomic_write_bytes
 
@@ -61,6 +64,13 @@ class LocalStoreOptions(BaseModel):
     reset_fill: Literal["power", "none"] = "power"
     page_batches: int = Field(64, gt=0, description="Journal batches handled per store write.")
     store_dir: Path | None = Field(None, description="Default: <state_dir>/store.")
+    kpi_refresh_s: float = Field(
+        60.0, gt=0, description="Shortest time between two live KPI/finding refreshes."
+    )
+    kpi_coverage_threshold: float = Field(
+        0.95, ge=0, le=1, description="Coverage below which a live KPI is insufficient_data."
+    )
+    rules: bool = Field(True, description="Evaluate the policy packs on each KPI refresh.")
 
     def energy_config(self) -> EnergyConfig:
         """The :class:`EnergyConfig` these options describe."""
@@ -89,7 +99,10 @@ class LocalStoreSink:
     options: LocalStoreOptions
     store_root: Path
     config: EnergyConfig
+    #: The green ledger (``state_dir/green/ledger.json``) the live KPIs use.
+    green_path: Path | None = None
     intervals_written: int = field(default=0, init=False)
+    refresher: KpiRefresher | None = field(default=None, init=False)
 
     def describe(self) -> str:
         """One line for ``pue-agent check``."""
@@ -174,12 +187,51 @@ class LocalStoreSink:
                 ).collect()
                 store.write_intervals(rows, tag=f"{batch.seq:012d}-import")
                 self.intervals_written += rows.height
+                self._note(rows)
         if live:
             rows = engine.feed(pl.concat(live, how="vertical"))
             store.write_intervals(rows, tag=f"{page[0].seq:012d}")
             self.intervals_written += rows.height
+            self._note(rows)
         last = page[-1].seq
         self.save_state(last, engine.state)
+        return last
+
+    # -- live KPIs and findings ----------------------------------------------------------------
+
+    def _note(self, rows: pl.DataFrame) -> None:
+        """Remember (durably, before the state moves) the local months ``rows`` touched."""
+        if self.refresher is not None:
+            self.refresher.note(rows)
+
+    def make_refresher(self, site: Site, store: IntervalStore) -> KpiRefresher:
+        """The KPI/finding refresher of this aggregator (pending months restored)."""
+        return KpiRefresher(
+            site=site,
+            store=store,
+            green_path=self.green_path or self.store_root.parent / "green" / "ledger.json",
+            pending_path=self.state_dir / "kpi-pending.json",
+            coverage_threshold=self.options.kpi_coverage_threshold,
+            rules=self.options.rules,
+        )
+
+    async def refresh_kpis(
+        self, seq: int, progress: AggregatorProgress, *, force: bool, last: float
+    ) -> float:
+        """Refresh the touched months if due (or ``force``); returns the last refresh time."""
+        refresher = self.refresher
+        if refresher is None:
+            return last
+        if refresher.pending and (force or time.monotonic() - last >= self.options.kpi_refresh_s):
+            last = time.monotonic()
+            try:
+                months = await asyncio.to_thread(refresher.refresh)
+            except Exception as exc:  # noqa: BLE001 - KPIs must never stop the aggregation
+                _log.error("live KPI refresh failed", sink=self.name, error=repr(exc))
+            else:
+                _log.debug("live KPIs refreshed", sink=self.name, months=months, seq=seq)
+        if not refresher.pending:
+            progress.derived_seq = max(progress.derived_seq, seq)
         return last
 
     async def run(self, ctx: ConsumerContext) -> None:
@@ -188,8 +240,17 @@ class LocalStoreSink:
             _log.warning("no site model: the aggregator has nothing to compute", sink=self.name)
             await ctx.stopping.wait()
             return
-        engine, seq = await asyncio.to_thread(self.make_engine, ctx.site)
+        progress = register_aggregator(self.store_root, self.name)
+        try:
+            await self._run(ctx, ctx.site, progress)
+        finally:
+            unregister_aggregator(self.store_root, progress)
+
+    async def _run(self, ctx: ConsumerContext, site: Site, progress: AggregatorProgress) -> None:
+        engine, seq = await asyncio.to_thread(self.make_engine, site)
         store = IntervalStore(self.store_root)
+        self.refresher = await asyncio.to_thread(self.make_refresher, site, store)
+        last_refresh = float("-inf")
         # The saved state is authoritative: the cursor may lag it by one page after a crash.
         # Without a state (first start) the cursor says where the journal begins.
         if seq == 0:
@@ -199,14 +260,19 @@ class LocalStoreSink:
             if page:
                 seq = await asyncio.to_thread(self.process_page, engine, store, page)
                 ctx.journal.advance_cursor(self.name, seq)
+                last_refresh = await self.refresh_kpis(
+                    seq, progress, force=False, last=last_refresh
+                )
                 continue
             if seq > ctx.journal.cursor(self.name):
                 ctx.journal.advance_cursor(self.name, seq)
             if ctx.stopping.is_set():
+                await self.refresh_kpis(seq, progress, force=True, last=last_refresh)
                 return
             ctx.new_data.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ctx.new_data.wait(), timeout=1.0)
+            last_refresh = await self.refresh_kpis(seq, progress, force=False, last=last_refresh)
 
 
 def _parquet_bytes(frame: pl.DataFrame) -> bytes:
@@ -234,4 +300,10 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> LocalS
     except EnergyConfigError as exc:
         raise ConfigError(f"sinks.{name}: {exc}") from exc
     root = settings.resolve(parsed.store_dir) if parsed.store_dir else settings.state_dir / "store"
-    return LocalStoreSink(name=name, options=parsed, store_root=root, config=config)
+    return LocalStoreSink(
+        name=name,
+        options=parsed,
+        store_root=root,
+        config=config,
+        green_path=settings.state_dir / "green" / "ledger.json",
+    )

@@ -8,6 +8,13 @@ Topics, under ``topic_prefix`` (default ``pue-agent/<site>``):
   value of each KPI handed to :meth:`MqttSink.publish_frames` (``KPI_SCHEMA``);
 * ``finding/<rule_id>`` — the latest finding of each rule (``FINDING_SCHEMA``).
 
+KPIs and findings come from the local store (the aggregator refreshes them,
+:mod:`agent.sinks.kpi_refresh`): after the journal work of each loop iteration (at
+most every ``derived_interval_s``) the newest two months of KPIs and the newest
+month of findings are published when their content changed since the last
+acknowledged publication (hash kept in ``state_dir/sinks/<sink>/derived.json``);
+at shutdown the sink waits for the aggregator's last refresh first.
+
 Messages are retained, so a building system that subscribes later gets the
 current values at once. The cursor moves only after the broker acknowledged
 (PUBACK) the real-time message covering those batches. Broker settings (TLS,
@@ -35,6 +42,7 @@ from agent.logs import get_logger
 from agent.plugins import ConsumerContext
 from agent.realtime import LatestPower
 from agent.settings import AgentSettings, ConfigError, read_secret
+from agent.sinks.derived import DerivedFeed, wait_for_aggregator
 from agent.sinks.health import SINK_FAILURES, SINK_POINTS, SinkHealth
 from agent.site import Site
 
@@ -63,6 +71,10 @@ class MqttSinkOptions(BaseModel):
     topic_prefix: str | None = Field(None, description="Default: pue-agent/<site id>.")
     realtime_interval_s: float = Field(
         10.0, gt=0, description="Shortest time between two real-time PUE messages."
+    )
+    derived: bool = Field(True, description="Publish KPIs and findings from the local store.")
+    derived_interval_s: float = Field(
+        5.0, gt=0, description="Shortest time between two looks at the local store."
     )
     reconnect_initial_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(60.0, gt=0)
@@ -130,6 +142,9 @@ class MqttSink:
     published: int = field(default=0, init=False)
     _client: aiomqtt.Client | None = field(default=None, init=False, repr=False)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    settings: AgentSettings | None = field(default=None, repr=False)
+    _feed: DerivedFeed | None = field(default=None, init=False, repr=False)
+    _derived_at: float = field(default=float("-inf"), init=False, repr=False)
 
     def describe(self) -> str:
         """One line for ``pue-agent check``."""
@@ -210,6 +225,30 @@ class MqttSink:
                     await self._publish(client, messages)
         return len(messages)
 
+    async def publish_derived(self) -> None:
+        """Publish the store's latest KPIs and findings if they changed (retained, QoS 1).
+
+        A broker error propagates (the caller reconnects); the hash moves only after
+        every message of the publication was acknowledged.
+        """
+        feed = self._feed
+        if feed is None:
+            return
+        self._derived_at = time.monotonic()
+        today = datetime.now(self.site.zone if self.site else UTC).date().isoformat()
+
+        async def kpis(frame: pl.DataFrame) -> int:
+            return await self.publish_frames("kpis", frame)
+
+        async def findings(frame: pl.DataFrame) -> int:
+            return await self.publish_frames("findings", frame)
+
+        try:
+            await feed.publish_latest("kpis", 2, kpis, salt=today)
+            await feed.publish_latest("findings", 1, findings)
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            _log.error("cannot read the local store", sink=self.name, error=str(exc))
+
     def _realtime_message(self, latest: LatestPower) -> dict[str, bytes]:
         snap = latest.snapshot()
         payload = {
@@ -231,6 +270,10 @@ class MqttSink:
         if self.site is None:
             self.site = ctx.site
         latest = LatestPower(self.site) if self.site is not None else None
+        if self.options.derived and self.site is not None and self._feed is None:
+            self._feed = await asyncio.to_thread(
+                DerivedFeed.for_sink, self.name, self.settings or ctx.settings
+            )
         cursor = await asyncio.to_thread(ctx.journal.cursor, self.name)
         delay = self.options.reconnect_initial_s
         while True:
@@ -293,11 +336,20 @@ class MqttSink:
                     quiet_since = now
                     ctx.new_data.clear()
                 if now - quiet_since >= 1.0 and cursor == unpublished:
+                    if self._feed is not None:
+                        await wait_for_aggregator(self._feed.store, ctx.journal.head[0])
+                        await self.publish_derived()
                     return cursor
                 await _sleep_or(ctx.new_data, 0.25)
                 continue
+            if time.monotonic() - self._derived_at >= self.options.derived_interval_s:
+                await self.publish_derived()
             ctx.new_data.clear()
-            await _sleep_or(ctx.new_data, self.options.realtime_interval_s, ctx.stopping)
+            await _sleep_or(
+                ctx.new_data,
+                min(self.options.realtime_interval_s, self.options.derived_interval_s),
+                ctx.stopping,
+            )
 
 
 async def _sleep_or(
@@ -340,4 +392,5 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> MqttSi
         options=parsed,
         password=password,
         health=SinkHealth(sink=name, secrets=secrets),
+        settings=settings,
     )

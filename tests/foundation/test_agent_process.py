@@ -56,6 +56,8 @@ def test_demo_command_runs_on_the_embedded_default(tmp_path: Path) -> None:
             "demo",
             "--minutes",
             "0.1",
+            "--no-protocols",
+            "--no-report",
             "--state-dir",
             str(tmp_path / "demo"),
         ],

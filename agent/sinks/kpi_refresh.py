@@ -1,0 +1,229 @@
+"""Live KPIs and rule findings for the months the aggregator touched (``local_store`` sink).
+
+After a page of intervals is in the store, the aggregator notes the site-local
+months it touched; at most every ``kpi_refresh_s`` it recomputes the KPIs the
+sinks publish (``day``, ``month``, ``ttm``: ``pue-agent kpi`` and the reports
+recompute every kind anyway) for those months only, stores them with
+:meth:`IntervalStore.write_kpis`, evaluates the policy packs for the month and
+stores the findings with :meth:`IntervalStore.write_findings`. Early warnings are
+logged once when they appear and once when they clear.
+
+Cost for a large site: the month is read from the hourly roll-ups (whole-hour
+zones; base intervals otherwise), and the eleven months before it — which only
+the TTM needs — are summed once per meter and cached until a page touches one
+of them (an import).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from agent.green import GreenLedger, GreenLedgerError
+from agent.kpi import compute_kpis, kpi_choices, month_bounds, ttm_bounds
+from agent.logs import get_logger
+from agent.schemas import INTERVAL_SCHEMA, PeriodKind
+from agent.site import Site
+from agent.store import IntervalStore, atomic_write_bytes
+
+__all__ = ["LIVE_KINDS", "KpiRefresher"]
+
+_log = get_logger("aggregator")
+
+#: Period kinds refreshed live (what the InfluxDB and MQTT sinks publish).
+LIVE_KINDS: tuple[PeriodKind, ...] = (PeriodKind.DAY, PeriodKind.MONTH, PeriodKind.TTM)
+
+
+def _whole_hour_offsets(timezone: str) -> bool:
+    """Whether the zone's offsets are whole hours (then hourly roll-ups give the same sums)."""
+    from datetime import UTC, datetime  # noqa: PLC0415
+    from zoneinfo import ZoneInfo  # noqa: PLC0415
+
+    zone = ZoneInfo(timezone)
+    for month in (1, 4, 7, 10):
+        offset = datetime(2026, month, 15, tzinfo=UTC).astimezone(zone).utcoffset()
+        if offset is not None and offset.total_seconds() % 3600:
+            return False
+    return True
+
+
+@dataclass
+class KpiRefresher:
+    """Recomputes KPIs and findings of touched months; ``pending`` survives a restart."""
+
+    site: Site
+    store: IntervalStore
+    green_path: Path
+    pending_path: Path
+    coverage_threshold: float = 0.95
+    rules: bool = True
+    pending: set[str] = field(default_factory=set)
+    refreshed: int = field(default=0, init=False)
+    _earlier: dict[str, pl.DataFrame] = field(default_factory=dict, init=False)
+    _findings: dict[str, pl.DataFrame] = field(default_factory=dict, init=False)
+    _packs: object | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if self.pending_path.is_file():
+            try:
+                self.pending |= set(json.loads(self.pending_path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError):
+                _log.warning("unreadable pending-months file", file=str(self.pending_path))
+
+    def _persist(self) -> None:
+        atomic_write_bytes(self.pending_path, json.dumps(sorted(self.pending)).encode())
+
+    def note(self, rows: pl.DataFrame) -> None:
+        """Interval rows were written: their local months need a refresh (durably noted)."""
+        if rows.height == 0:
+            return
+        months = set(
+            rows.select(
+                pl.col("interval_start")
+                .dt.convert_time_zone(self.site.timezone)
+                .dt.strftime("%Y-%m")
+                .unique()
+            )
+            .to_series()
+            .to_list()
+        )
+        # A later month's cached TTM part includes a touched earlier month: drop it.
+        first = min(months)
+        for cached in [m for m in self._earlier if m > first]:
+            del self._earlier[cached]
+        if not months <= self.pending:
+            self.pending |= months
+            self._persist()
+
+    # -- computing ----------------------------------------------------------------------------
+
+    def _earlier_totals(self, month: str) -> pl.DataFrame:
+        """Per meter, energy and covered time of the eleven months before ``month`` (one row)."""
+        cached = self._earlier.get(month)
+        if cached is not None:
+            return cached
+        t_start, _ = ttm_bounds(month, self.site.timezone)
+        m_start, _ = month_bounds(month, self.site.timezone)
+        rows = (
+            self.store.read_hourly(t_start, m_start)
+            if _whole_hour_offsets(self.site.timezone)
+            else self.store.read_intervals(t_start, m_start)
+        )
+        span_us = (m_start - t_start).total_seconds() * 1e6
+        totals = (
+            rows.filter(
+                (pl.col("interval_start") >= t_start) & (pl.col("interval_start") < m_start)
+            )
+            .group_by("meter")
+            .agg(
+                pl.col("energy_kwh").sum(),
+                (
+                    pl.col("coverage")
+                    * (pl.col("interval_end") - pl.col("interval_start")).dt.total_microseconds()
+                )
+                .sum()
+                .alias("_covered_us"),
+                pl.col("flags").bitwise_or(),
+                pl.col("method").first(),
+            )
+            .select(
+                "meter",
+                pl.lit(t_start).alias("interval_start"),
+                pl.lit(m_start).alias("interval_end"),
+                "energy_kwh",
+                (pl.col("_covered_us") / span_us).alias("coverage"),
+                "flags",
+                "method",
+            )
+            .collect()
+            .cast(INTERVAL_SCHEMA)
+        )
+        self._earlier[month] = totals
+        return totals
+
+    def _month_rows(self, month: str) -> pl.LazyFrame:
+        m_start, m_end = month_bounds(month, self.site.timezone)
+        if _whole_hour_offsets(self.site.timezone):
+            return self.store.read_hourly(m_start, m_end)
+        return self.store.read_intervals(m_start, m_end)
+
+    def _green(self) -> pl.DataFrame | None:
+        try:
+            return GreenLedger(self.green_path).frame()
+        except GreenLedgerError as exc:
+            _log.error("green ledger unreadable: REF without certificates", error=str(exc))
+            return None
+
+    def kpis(self, month: str) -> pl.DataFrame:
+        """The live KPIs (:data:`LIVE_KINDS`) of local month ``month``."""
+        intervals = pl.concat(
+            [self._earlier_totals(month).lazy(), self._month_rows(month)], how="vertical_relaxed"
+        )
+        return compute_kpis(
+            intervals,
+            self.site,
+            self._green(),
+            month=month,
+            coverage_threshold=self.coverage_threshold,
+            kinds=LIVE_KINDS,
+        )
+
+    def _load_packs(self) -> object:
+        if self._packs is None:
+            from rules.pack import load_packs  # noqa: PLC0415 - only when rules are on
+
+            loaded = load_packs()
+            for error in loaded.errors:
+                _log.warning("policy pack refused", error=error)
+            self._packs = loaded
+        return self._packs
+
+    def findings(self, month: str) -> pl.DataFrame:
+        """Evaluate every policy pack for ``month`` against the stored KPI history."""
+        from rules.engine import evaluate  # noqa: PLC0415
+        from rules.pack import LoadedPacks  # noqa: PLC0415
+
+        packs = self._load_packs()
+        assert isinstance(packs, LoadedPacks)
+        history = self.store.read_kpis().filter(pl.col("period_kind").is_in(["month", "ttm"]))
+        return evaluate(packs, history, self.site.facts, site=self.site, period=month)
+
+    def _log_warnings(self, month: str, findings: pl.DataFrame) -> None:
+        from rules.engine import warning_changes  # noqa: PLC0415
+
+        previous = self._findings.get(month)
+        if previous is None:
+            previous = self.store.read_findings(month=month)
+        for change in warning_changes(previous, findings):
+            log = _log.warning if change.change == "appeared" else _log.info
+            log(
+                f"rule warning {change.change}",
+                site=change.site,
+                rule=change.rule_id,
+                month=month,
+                warning=change.warning,
+                detail=change.detail,
+            )
+        self._findings[month] = findings
+
+    def refresh(self) -> list[str]:
+        """Recompute and store KPIs (and findings) of every pending month; returns them."""
+        done = []
+        for month in sorted(self.pending):
+            kpis = self.kpis(month)
+            self.store.write_kpis(
+                kpis,
+                choices=kpi_choices(self.site, coverage_threshold=self.coverage_threshold),
+            )
+            if self.rules:
+                findings = self.findings(month)
+                self._log_warnings(month, findings)
+                self.store.write_findings(findings)
+            done.append(month)
+        self.pending -= set(done)
+        self.refreshed += len(done)
+        self._persist()
+        return done
