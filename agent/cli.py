@@ -37,6 +37,9 @@ app.add_typer(journal_app, name="journal")
 COMMAND_MODULES: list[str] = [
     "agent.demo",
     "agent.probe",
+    "rules.cli",
+    "agent.report.cli",
+    "agent.kpi_cli",
 ]
 
 ConfigOption = Annotated[

@@ -1,27 +1,38 @@
-"""``pue-agent demo``: the agent on its embedded default, a simulated site, no servers needed."""
+"""``pue-agent demo``: the agent on its embedded default, with no external server.
+
+In a development tree (``../shared/fixtures`` beside the checkout) the demo starts simulated
+devices **behind the real protocols** on loopback ports — SNMP agents answering with real APC
+PDU and UPS walks, an in-process MQTT broker with Shelly Pro 3EM meters, a Redfish service
+serving a real Dell capture — and polls them with the real collectors. Without fixtures it
+falls back to the in-process ``sim`` collector. Either way the local store computes interval
+energy, and ``--minutes`` ends with a sample monthly report generated on an accelerated clock.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import polars as pl
 import typer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from agent.journal import Journal
-from agent.plugins import ConsumerContext
+from agent.plugins import Collector, Consumer, ConsumerContext, build_collector, build_consumer
 from agent.realtime import LatestPower
 from agent.settings import AgentSettings, CollectorEntry, load_settings
 from agent.site import Site, parse_site
 from collectors.sim.simulator import SiteSimulator, site_table
 
-__all__ = ["DemoView", "demo_settings", "register"]
+__all__ = ["DemoView", "demo_settings", "register", "run_demo"]
 
 _ROLE_ORDER = ("grid_import", "onsite_renewable", "it", "cooling", "other")
 
@@ -32,10 +43,13 @@ class DemoView:
 
     name: str = "demo-view"
     console: Console = field(default_factory=Console)
+    store_root: Path | None = None
     latest: LatestPower | None = None
-    batches: int = 0
-    readings: int = 0
+    readings_by_source: Counter[str] = field(default_factory=Counter)
+    devices_by_source: dict[str, set[str]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
+    _since_start: str = "—"
+    _last_energy_check: float = 0.0
 
     def describe(self) -> str:
         """One line for ``pue-agent check``."""
@@ -46,91 +60,203 @@ class DemoView:
         assert ctx.site is not None, "the demo view needs a site model"
         self.latest = LatestPower(ctx.site)
         cursor = ctx.journal.cursor(self.name)
-        with Live(
-            self._render(ctx), console=self.console, refresh_per_second=2, transient=False
-        ) as live:
+        with Live(self._render(ctx), console=self.console, refresh_per_second=2) as live:
             while True:
                 page = await asyncio.to_thread(
                     ctx.journal.read, cursor, limit=256, kinds=("readings",)
                 )
                 for batch in page:
                     self.latest.update(batch.frame)
-                    self.batches += 1
-                    self.readings += batch.frame.height
+                    self.readings_by_source[batch.source] += batch.frame.height
+                    seen = self.devices_by_source.setdefault(batch.source, set())
+                    seen.update(batch.frame["device"].unique().to_list())
                     cursor = batch.seq
                 if page:
                     ctx.journal.advance_cursor(self.name, cursor)
-                    live.update(self._render(ctx))
+                await self._refresh_energy(ctx)
+                live.update(self._render(ctx))
+                if page:
                     continue
                 if ctx.stopping.is_set():
-                    live.update(self._render(ctx))
                     return
                 ctx.new_data.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(ctx.new_data.wait(), timeout=1.0)
 
+    async def _refresh_energy(self, ctx: ConsumerContext) -> None:
+        """PUE over the run so far, as a ratio of summed interval energies from the store."""
+        if self.store_root is None or ctx.site is None:
+            return
+        if time.monotonic() - self._last_energy_check < 5.0:
+            return
+        self._last_energy_check = time.monotonic()
+        self._since_start = await asyncio.to_thread(_energy_pue, self.store_root, ctx.site)
+
     def _render(self, ctx: ConsumerContext) -> Group:
         head_seq, head_hash = ctx.journal.head
         elapsed = max(time.monotonic() - self.started, 1e-6)
         site = ctx.site
-        title = f"pue-agent demo — {site.name if site else '?'}"
-        table = Table(title=title, show_header=False, expand=False)
+        table = Table(title=f"pue-agent demo — {site.name if site else '?'}", show_header=False)
         table.add_column("what", style="bold")
         table.add_column("value", justify="right")
         snap = self.latest.snapshot() if self.latest else None
         if snap is not None:
             pue = f"{snap.pue_realtime:.3f}" if snap.pue_realtime else "—"
             table.add_row("PUE (realtime, power ratio)", pue)
+            table.add_row("PUE (interval energy since start)", self._since_start)
             table.add_row("as of (UTC)", str(snap.as_of)[:19] if snap.as_of else "—")
             table.add_row("meters reporting", f"{snap.meters_reporting}/{snap.meters_total}")
             for role in _ROLE_ORDER:
                 if role in snap.power_by_role_w:
                     table.add_row(f"power {role}", f"{snap.power_by_role_w[role] / 1000:,.1f} kW")
-        table.add_row("readings journalled (view)", f"{self.readings:,}")
-        table.add_row("readings/s", f"{self.readings / elapsed:,.0f}")
+        for source in sorted(self.readings_by_source):
+            devices = len(self.devices_by_source.get(source, ()))
+            table.add_row(
+                f"readings via {source}",
+                f"{self.readings_by_source[source]:,} from {devices} devices",
+            )
+        total = sum(self.readings_by_source.values())
+        table.add_row("readings/s", f"{total / elapsed:,.0f}")
         table.add_row("journal head", f"#{head_seq} {head_hash[:16]}…")
         return Group(table)
 
 
-def demo_settings(state_dir: Path, *, pdus: int, interval_s: float, speed: float) -> AgentSettings:
-    """Settings of the embedded default: one sim collector and its matching site model."""
-    sim = SiteSimulator(pdus=pdus)
+def _energy_pue(store_root: Path, site: Site) -> str:
+    from agent.store import IntervalStore  # noqa: PLC0415
+
+    start = datetime.now(UTC) - timedelta(days=1)
+    intervals = IntervalStore(store_root).read_intervals(start, datetime.now(UTC) + timedelta(1))
+    rows = intervals.select("meter", "energy_kwh").collect()
+    if rows.height == 0:
+        return "— (first interval not closed yet)"
+    energy = dict(rows.group_by("meter").agg(pl.col("energy_kwh").sum()).iter_rows())
+    try:
+        e_dc = sum(sign * energy[m] for sign, m in site.expand("e_dc"))
+        e_it = sum(sign * energy[m] for sign, m in site.expand("e_it"))
+    except KeyError:
+        return "— (not every meter has a closed interval yet)"
+    return f"{e_dc / e_it:.3f} (E_DC {e_dc:,.2f} kWh / E_IT {e_it:,.2f} kWh)" if e_it else "—"
+
+
+def demo_settings(
+    state_dir: Path,
+    *,
+    site: dict[str, Any],
+    collectors: list[dict[str, Any]],
+) -> AgentSettings:
+    """Settings for the demo: its collectors, its site model, its own state directory."""
     return load_settings(
         None,
         state_dir=state_dir,
-        site=site_table(sim),
-        collectors=[
-            CollectorEntry(
-                kind="sim", name="demo-site", pdus=pdus, interval_s=interval_s, speed=speed
-            )
-        ],
+        site=site,
+        collectors=[CollectorEntry(**entry) for entry in collectors],
     )
 
 
-async def run_demo(settings: AgentSettings, seconds: float | None, console: Console) -> int:
-    """Run the agent with the live view for ``seconds`` (or until Ctrl-C)."""
+async def _run_agent(
+    settings: AgentSettings,
+    consumers: list[Consumer],
+    *,
+    seconds: float | None,
+    until_collectors_done: bool = False,
+) -> int:
     from agent.pipeline import Agent  # noqa: PLC0415
-    from agent.plugins import build_collector  # noqa: PLC0415
 
     site: Site = parse_site(settings.site or {}, source="demo")
-    collectors = [
+    collectors: list[Collector] = [
         build_collector(e.kind, e.name or e.kind, e.options(), settings)
         for e in settings.collectors
     ]
-    journal = Journal(
-        settings.journal_path, budget_bytes=int(settings.journal.budget_mb * 1024 * 1024)
-    )
-    view = DemoView(console=console)
+    journal = Journal(settings.journal_path)
     agent = Agent(
-        settings=settings, site=site, collectors=collectors, consumers=[view], journal=journal
+        settings=settings, site=site, collectors=collectors, consumers=consumers, journal=journal
     )
     runner = asyncio.create_task(agent.run())
-    if seconds is not None:
-        done, _ = await asyncio.wait({runner}, timeout=seconds)
-        if not done:
-            agent.stop()
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while not runner.done():
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        if (
+            until_collectors_done
+            and agent.collector_tasks
+            and all(t.done() for t in agent.collector_tasks.values())
+        ):
+            break
+        await asyncio.wait({runner}, timeout=0.5)
+    agent.stop()
     await runner
     return agent.committed_readings
+
+
+async def run_demo(
+    state_dir: Path,
+    *,
+    seconds: float | None,
+    pdus: int,
+    interval_s: float,
+    protocols: bool,
+    console: Console,
+) -> tuple[AgentSettings, int]:
+    """Run the live part of the demo; returns its settings and the readings committed."""
+    from collectors.sim.devices.demo_site import DemoDevices, find_fixtures  # noqa: PLC0415
+
+    fixtures = find_fixtures() if protocols else None
+    devices: DemoDevices | None = None
+    if fixtures is not None:
+        devices = DemoDevices(fixtures=fixtures, pdus=pdus, interval_s=interval_s)
+        await devices.start()
+        settings = demo_settings(state_dir, site=devices.site(), collectors=devices.collectors())
+        console.print(
+            f"simulated devices on loopback: SNMP udp/{devices.snmp_port} "
+            f"({pdus} APC rPDU2 PDUs, 4 APC Smart-UPS), MQTT tcp/{devices.mqtt_port} "
+            f"(Shelly Pro 3EM meters), Redfish http/{devices.redfish_ports} (Dell R750 capture); "
+            f"{devices.wrap_device}'s 31-bit energy register wraps within the first minute"
+        )
+    else:
+        if protocols:
+            console.print("no device fixtures found: using the in-process sim collector")
+        sim = SiteSimulator(pdus=pdus)
+        settings = demo_settings(
+            state_dir,
+            site=site_table(sim),
+            collectors=[{"kind": "sim", "name": "sim", "pdus": pdus, "interval_s": interval_s}],
+        )
+    view = DemoView(console=console, store_root=settings.state_dir / "store")
+    store = build_consumer("local_store", "local_store", {}, settings)
+    try:
+        committed = await _run_agent(settings, [view, store], seconds=seconds)
+    finally:
+        if devices is not None:
+            await devices.stop()
+    return settings, committed
+
+
+async def simulate_month(state_dir: Path, month: str, *, pdus: int) -> AgentSettings:
+    """Generate one local month of 1-minute readings on an accelerated clock, into the store."""
+    from agent.kpi import month_bounds  # noqa: PLC0415
+
+    sim = SiteSimulator(pdus=pdus)
+    table = site_table(sim)
+    start, end = month_bounds(month, table["timezone"])
+    settings = demo_settings(
+        state_dir,
+        site=table,
+        collectors=[
+            {
+                "kind": "sim",
+                "name": "sim-month",
+                "pdus": pdus,
+                "interval_s": 60.0,
+                "speed": 1e9,
+                "start": start.isoformat(),
+                "end": end.isoformat(),
+                "ticks_per_batch": 240,
+            }
+        ],
+    )
+    store = build_consumer("local_store", "local_store", {}, settings)
+    await _run_agent(settings, [store], seconds=None, until_collectors_done=True)
+    return settings
 
 
 def register(app: typer.Typer) -> None:
@@ -138,25 +264,57 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def demo(
-        minutes: Annotated[float | None, typer.Option(help="Stop after N minutes.")] = None,
-        state_dir: Annotated[Path, typer.Option(help="Where the demo keeps its journal.")] = Path(
+        minutes: Annotated[
+            float | None, typer.Option(help="Stop after N minutes, then write a sample report.")
+        ] = None,
+        state_dir: Annotated[Path, typer.Option(help="Where the demo keeps its data.")] = Path(
             "pue-agent-demo"
         ),
-        pdus: Annotated[int, typer.Option(help="Simulated rack PDUs.")] = 24,
-        interval_s: Annotated[float, typer.Option(help="Simulated seconds per reading.")] = 5.0,
-        speed: Annotated[float, typer.Option(help="Simulated seconds per wall second.")] = 5.0,
+        pdus: Annotated[int, typer.Option(help="Simulated rack PDUs.")] = 8,
+        interval_s: Annotated[float, typer.Option(help="Seconds between polls.")] = 5.0,
+        protocols: Annotated[
+            bool, typer.Option(help="Simulated devices behind SNMP, MQTT and Redfish.")
+        ] = True,
+        report: Annotated[
+            bool, typer.Option(help="After --minutes, simulate last month and report on it.")
+        ] = True,
     ) -> None:
         """Run the agent on a simulated site (no external servers) with a live view."""
         from agent.logs import configure_logging  # noqa: PLC0415
 
         configure_logging("warning", "console")
-        settings = demo_settings(state_dir, pdus=pdus, interval_s=interval_s, speed=speed)
         console = Console()
         seconds = minutes * 60 if minutes is not None else None
-        committed = asyncio.run(run_demo(settings, seconds, console))
-        report = Journal(settings.journal_path).verify()
+        settings, committed = asyncio.run(
+            run_demo(
+                state_dir,
+                seconds=seconds,
+                pdus=pdus,
+                interval_s=interval_s,
+                protocols=protocols,
+                console=console,
+            )
+        )
+        check = Journal(settings.journal_path).verify()
         console.print(
             f"{committed:,} readings journalled this run; journal "
-            f"{'verified OK' if report.ok else 'BROKEN: ' + str(report.problem)} "
-            f"({report.batches_checked} batches) in {settings.journal_path}"
+            f"{'verified OK' if check.ok else 'BROKEN: ' + str(check.problem)} "
+            f"({check.batches_checked} batches) in {settings.journal_path}"
         )
+        if minutes is not None and report:
+            _sample_report(state_dir / "sample-month", pdus=pdus, console=console)
+
+
+def _sample_report(state_dir: Path, *, pdus: int, console: Console) -> None:
+    from agent.kpi.periods import shift_month  # noqa: PLC0415
+
+    now_local = datetime.now(UTC) + timedelta(hours=8)
+    month = shift_month(now_local.strftime("%Y-%m"), -1)
+    console.print(f"simulating {month} at 1-minute resolution on an accelerated clock…")
+    started = time.monotonic()
+    settings = asyncio.run(simulate_month(state_dir, month, pdus=pdus))
+    console.print(f"  done in {time.monotonic() - started:.1f} s")
+    from agent.report.demo import write_demo_report  # noqa: PLC0415
+
+    bundle = write_demo_report(settings, month, console=console)
+    console.print(f"sample monthly report: {bundle}")

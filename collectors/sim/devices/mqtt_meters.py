@@ -50,17 +50,32 @@ async def start_broker(port: int) -> Any:
 def em_payload(power_w: float) -> dict[str, Any]:
     """An ``em:0`` object: the total split over three phases like a real balanced load."""
     shares = (0.34, 0.33, 0.33)
-    payload: dict[str, Any] = {"id": 0, "total_act_power": round(power_w, 3)}
+    power_factor, volts = 0.95, 230.0
+    payload: dict[str, Any] = {
+        "id": 0,
+        "total_act_power": round(power_w, 3),
+        "total_aprt_power": round(power_w / power_factor, 3),
+        "total_current": round(power_w / power_factor / volts, 3),
+        "n_current": None,
+    }
     for phase, share in zip("abc", shares, strict=True):
-        payload[f"{phase}_act_power"] = round(power_w * share, 3)
-        payload[f"{phase}_voltage"] = 230.0
+        phase_w = power_w * share
+        payload[f"{phase}_act_power"] = round(phase_w, 3)
+        payload[f"{phase}_aprt_power"] = round(phase_w / power_factor, 3)
+        payload[f"{phase}_current"] = round(phase_w / power_factor / volts, 3)
+        payload[f"{phase}_voltage"] = volts
         payload[f"{phase}_freq"] = 50.0
+        payload[f"{phase}_pf"] = power_factor
     return payload
 
 
 def emdata_payload(energy_wh: float) -> dict[str, Any]:
-    """An ``emdata:0`` object with the cumulative total in Wh."""
-    return {"id": 0, "total_act": round(energy_wh, 2), "total_act_ret": 0.0}
+    """An ``emdata:0`` object with the cumulative totals in Wh (phases split like em:0)."""
+    payload: dict[str, Any] = {"id": 0, "total_act": round(energy_wh, 2), "total_act_ret": 0.0}
+    for phase, share in zip("abc", (0.34, 0.33, 0.33), strict=True):
+        payload[f"{phase}_total_act_energy"] = round(energy_wh * share, 2)
+        payload[f"{phase}_total_act_ret_energy"] = 0.0
+    return payload
 
 
 @dataclass
@@ -79,10 +94,16 @@ class ShellyPublisher:
                 async with aiomqtt.Client("127.0.0.1", self.port, identifier="demo-meters") as c:
                     while True:
                         for meter in self.meters:
-                            await c.publish(f"{meter.prefix}/status/em:0",
-                                            json.dumps(em_payload(meter.power_w())), qos=1)
-                            await c.publish(f"{meter.prefix}/status/emdata:0",
-                                            json.dumps(emdata_payload(meter.energy_wh())), qos=1)
+                            await c.publish(
+                                f"{meter.prefix}/status/em:0",
+                                json.dumps(em_payload(meter.power_w())),
+                                qos=1,
+                            )
+                            await c.publish(
+                                f"{meter.prefix}/status/emdata:0",
+                                json.dumps(emdata_payload(meter.energy_wh())),
+                                qos=1,
+                            )
                             self.published += 2
                         await asyncio.sleep(self.interval_s)
             except aiomqtt.MqttError:

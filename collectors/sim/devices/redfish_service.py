@@ -41,8 +41,9 @@ class RedfishService:
         path = request.path.rstrip("/")
         document = self.root / path.lstrip("/") / "index.json"
         if not document.is_file():
-            return web.json_response({"error": {"code": "Base.1.0.ResourceMissingAtURI"}},
-                                     status=404)
+            return web.json_response(
+                {"error": {"code": "Base.1.0.ResourceMissingAtURI"}}, status=404
+            )
         body: Any = json.loads(document.read_text(encoding="utf-8"))
         for prop in self.live:
             if prop.resource.rstrip("/") == path:

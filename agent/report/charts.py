@@ -1,0 +1,178 @@
+"""The report's charts as PNG bytes (matplotlib, Agg backend, CJK-capable font).
+
+Charts are drawn from the same KPI frame that ``kpis.json`` holds, so every
+plotted value is a number an auditor can look up and re-compute.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+
+import matplotlib as mpl
+
+mpl.use("Agg")
+
+import matplotlib.pyplot as plt  # the Agg backend is chosen above, before pyplot loads
+import polars as pl
+from matplotlib import font_manager
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = ["CHART_NAMES", "render_charts"]
+
+CHART_NAMES = ("daily_pue", "ttm_pue", "energy_breakdown", "green_share")
+
+_CJK_FONT_FILES = (
+    Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc"),
+    Path("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.otf"),
+)
+_COLOURS = {"it": "#2f6db5", "cooling": "#52a7c9", "losses": "#e0a43a", "other": "#9a9a9a"}
+
+
+@cache
+def _font_family() -> list[str]:
+    """Register the Noto CJK face with matplotlib once; fall back to DejaVu (Latin only)."""
+    for path in _CJK_FONT_FILES:
+        if path.is_file():
+            font_manager.fontManager.addfont(str(path))
+            name = font_manager.FontProperties(fname=str(path)).get_name()
+            return [name, "DejaVu Sans"]
+    return ["DejaVu Sans"]
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    # Fixed metadata: the same figures give the same bytes (no timestamp in the PNG).
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _figure() -> tuple[Figure, Axes]:
+    with mpl.rc_context({"font.family": _font_family()}):
+        fig, ax = plt.subplots(figsize=(7.2, 2.6), layout="constrained")
+    ax.grid(axis="y", alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    return fig, ax
+
+
+def _metric(kpis: pl.DataFrame, kind: str, metric: str) -> pl.DataFrame:
+    return (
+        kpis.filter((pl.col("period_kind") == kind) & (pl.col("metric") == metric))
+        .select("period", "value", "status")
+        .sort("period")
+    )
+
+
+def _daily_pue(kpis: pl.DataFrame, text: Mapping[str, str], thresholds: list[float]) -> bytes:
+    fig, ax = _figure()
+    rows = _metric(kpis, "day", "pue")
+    days = [p[-2:] for p in rows["period"].to_list()]
+    values = rows["value"].to_list()
+    ax.plot(days, [v if v is not None else float("nan") for v in values], marker="o", ms=3)
+    missing = [d for d, v in zip(days, values, strict=True) if v is None]
+    if missing:
+        ax.scatter(
+            missing,
+            [min(v for v in values if v is not None) if any(values) else 1.0] * len(missing),
+            marker="x",
+            color="#c0392b",
+            label=text["insufficient"],
+        )
+        ax.legend(loc="upper right", fontsize=7)
+    for threshold in thresholds:
+        ax.axhline(threshold, color="#c0392b", ls="--", lw=0.8)
+    ax.set_xlabel(text["day"], fontfamily=_font_family())
+    ax.set_ylabel("PUE")
+    ax.tick_params(axis="x", labelsize=7)
+    return _png(fig)
+
+
+def _ttm_pue(history: pl.DataFrame, text: Mapping[str, str], thresholds: list[float]) -> bytes:
+    fig, ax = _figure()
+    months = history["period"].to_list()
+    values = [v if v is not None else float("nan") for v in history["value"].to_list()]
+    ax.plot(months, values, marker="o", ms=4, color="#1d5a3a")
+    for threshold in thresholds:
+        ax.axhline(threshold, color="#c0392b", ls="--", lw=0.8)
+        ax.annotate(
+            f"{threshold:g}",
+            (0, threshold),
+            xycoords=("axes fraction", "data"),
+            fontsize=7,
+            color="#c0392b",
+            va="bottom",
+        )
+    ax.set_ylabel(text["ttm_axis"], fontfamily=_font_family())
+    ax.tick_params(axis="x", labelsize=7, rotation=45)
+    return _png(fig)
+
+
+def _breakdown(breakdown: pl.DataFrame, text: Mapping[str, str]) -> bytes:
+    fig, ax = _figure()
+    days = [d[-2:] for d in breakdown["day"].to_list()]
+    bottom = [0.0] * len(days)
+    parts = {"it": "e_it", "cooling": "cooling", "losses": "losses", "other": "other"}
+    for part, column in parts.items():
+        mwh = [v / 1000.0 for v in breakdown[column].to_list()]
+        ax.bar(days, mwh, bottom=bottom, color=_COLOURS[part], label=text[f"part_{part}"])
+        bottom = [a + b for a, b in zip(bottom, mwh, strict=True)]
+    ax.set_ylabel("MWh")
+    ax.set_xlabel(text["day"], fontfamily=_font_family())
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_ylim(0, max(bottom, default=1.0) * 1.25)
+    ax.legend(ncols=4, loc="upper center", prop={"family": _font_family(), "size": 7})
+    return _png(fig)
+
+
+def _green(kpis: pl.DataFrame, breakdown: pl.DataFrame, text: Mapping[str, str]) -> bytes:
+    fig, ax = _figure()
+    days = [d[-2:] for d in breakdown["day"].to_list()]
+    share = (breakdown["renewable"] / breakdown["e_dc"] * 100.0).fill_nan(None).to_list()
+    ax.bar(
+        days,
+        [v if v is not None else 0.0 for v in share],
+        color="#3a9a5b",
+        label=text["green_metered"],
+    )
+    month = _metric(kpis, "month", "ref")
+    if month.height and month["value"][0] is not None:
+        ax.axhline(
+            month["value"][0] * 100.0, color="#1d5a3a", ls="--", lw=1, label=text["green_month"]
+        )
+    ax.set_ylabel("%")
+    ax.set_xlabel(text["day"], fontfamily=_font_family())
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_ylim(0, max([v for v in share if v is not None], default=1.0) * 1.4)
+    ax.legend(loc="upper right", prop={"family": _font_family(), "size": 7})
+    return _png(fig)
+
+
+def render_charts(
+    kpis: pl.DataFrame,
+    breakdown: pl.DataFrame,
+    ttm_history: pl.DataFrame,
+    text: Mapping[str, str],
+    *,
+    pue_thresholds: list[float] | None = None,
+) -> dict[str, bytes]:
+    """Draw the four charts; returns PNG bytes by :data:`CHART_NAMES`.
+
+    Args:
+        kpis: KPI frame (KPI_SCHEMA) with day and month rows.
+        breakdown: Daily energy by role (:func:`agent.report.breakdown.daily_breakdown`).
+        ttm_history: Columns ``period``, ``value`` (TTM PUE per month), ``status``.
+        text: Localised labels (see :mod:`agent.report.i18n`).
+        pue_thresholds: Policy thresholds drawn as dashed lines.
+    """
+    thresholds = sorted(set(pue_thresholds or []))
+    with mpl.rc_context({"font.family": _font_family(), "axes.unicode_minus": False}):
+        return {
+            "daily_pue": _daily_pue(kpis, text, thresholds),
+            "ttm_pue": _ttm_pue(ttm_history, text, thresholds),
+            "energy_breakdown": _breakdown(breakdown, text),
+            "green_share": _green(kpis, breakdown, text),
+        }

@@ -1,0 +1,481 @@
+"""Render the report: Jinja2 HTML (self-contained, charts as data URIs) and a WeasyPrint PDF."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import polars as pl
+
+from agent.report.charts import render_charts
+from agent.report.i18n import METHODOLOGY, ROLE_NAMES, TEXT, TITLE_ZH, Lang
+from agent.report.rollup import EVENT_KINDS
+from agent.site import Site
+
+__all__ = ["FONT_FAMILY", "FontError", "ReportData", "cjk_font", "render_html", "render_pdf"]
+
+#: The CJK family the PDF embeds (fonts-noto-cjk, installed by scripts/setup.sh).
+FONT_FAMILY = "Noto Sans CJK SC"
+_TEMPLATES = Path(__file__).with_name("templates")
+#: Tables longer than this are cut in the PDF/HTML (the data files hold every row).
+MAX_TABLE_ROWS = 60
+
+
+class FontError(RuntimeError):
+    """The CJK font is not installed, so Chinese text would not render."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportData:
+    """Everything a rendered report shows (all computed before rendering)."""
+
+    site: Site
+    month: str
+    start: datetime
+    end: datetime
+    kpis: pl.DataFrame
+    breakdown: pl.DataFrame
+    ttm_history: pl.DataFrame
+    coverage: pl.DataFrame
+    events: pl.DataFrame
+    events_total: int
+    findings: pl.DataFrame
+    journal: Mapping[str, Any] | None
+    fingerprint: str
+    kpi_engine: str
+    coverage_threshold: float
+    generated: datetime
+
+
+@cache
+def cjk_font() -> tuple[str, str]:
+    """Family and file of the CJK font fontconfig resolves for :data:`FONT_FAMILY`.
+
+    Raises:
+        FontError: if fontconfig substitutes another font (fonts-noto-cjk missing).
+    """
+    if shutil.which("fc-match") is None:
+        raise FontError("fc-match not found: install fontconfig and fonts-noto-cjk")
+    result = subprocess.run(
+        ["fc-match", "-f", "%{family[0]}|%{file}", FONT_FAMILY],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    family, _, path = result.stdout.partition("|")
+    if "CJK" not in family:
+        raise FontError(
+            f"font {FONT_FAMILY!r} is not installed (fontconfig offers {family!r}); "
+            "run scripts/setup.sh (Debian package fonts-noto-cjk)"
+        )
+    return family, path
+
+
+def _agent_version() -> str:
+    try:
+        return version("pue-agent")
+    except PackageNotFoundError:
+        return "dev"
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.1f} %"
+
+
+def _local(ts: datetime, site: Site) -> str:
+    return ts.astimezone(site.zone).strftime("%Y-%m-%d %H:%M")
+
+
+_CATEGORY_NAMES = {
+    "zh": {1: ("基本", "UPS 输出端"), 2: ("中级", "PDU 输出端"), 3: ("高级", "IT 设备输入端")},
+    "en": {
+        1: ("basic, PUE1", "the UPS output"),
+        2: ("intermediate, PUE2", "the PDU output"),
+        3: ("advanced, PUE3", "the IT equipment input"),
+    },
+}
+
+
+def _kpi(kpis: pl.DataFrame, kind: str, metric: str) -> dict[str, Any] | None:
+    rows = kpis.filter((pl.col("period_kind") == kind) & (pl.col("metric") == metric))
+    return rows.row(0, named=True) if rows.height else None
+
+
+def _summary(data: ReportData, t: Mapping[str, str], lang: Lang) -> list[dict[str, Any]]:
+    spec = [
+        ("month", "pue", "pue_month", 3),
+        ("ttm", "pue", "pue_ttm", 3),
+        ("month", "ppue_cooling", "ppue_cooling", 3),
+        ("month", "ref", "ref", None),
+        ("month", "ref_metered", "ref_metered", None),
+        ("month", "ref_documentary", "ref_documentary", None),
+        ("ttm", "ref", "ref", None),
+        ("month", "cue", "cue", 3),
+        ("month", "co2_kg", "co2_kg", 0),
+        ("month", "carbon_traceability", "carbon_traceability", None),
+        ("month", "rack_occupancy", "rack_occupancy", None),
+        ("month", "e_dc_kwh", "e_dc", 1),
+        ("month", "e_it_kwh", "e_it", 1),
+        ("month", "e_renewable_metered_kwh", "e_renewable_onsite", 1),
+        ("month", "e_renewable_documentary_kwh", "e_renewable_documentary", 1),
+        ("month", "energy_non_fossil_kwh", "energy_non_fossil", 1),
+        ("month", "energy_fossil_kwh", "energy_fossil", 1),
+    ]
+    rows = []
+    for kind, metric, key, digits in spec:
+        row = _kpi(data.kpis, kind, metric)
+        if row is None:
+            continue
+        label = t[key] + (" (TTM)" if kind == "ttm" and metric != "pue" else "")
+        insufficient = row["status"] != "ok" or row["value"] is None
+        if insufficient:
+            value = t["insufficient"]
+        elif digits is None:
+            value = _pct(row["value"])
+        else:
+            value = _num(row["value"], digits) + (f" {row['unit']}" if row["unit"] else "")
+        category = ""
+        if row["category"] is not None:
+            category = _category_short(int(row["category"]), lang)
+        rows.append(
+            {
+                "label": label,
+                "value": value,
+                "insufficient": insufficient,
+                "coverage": _pct(row["coverage"]),
+                "category": category,
+            }
+        )
+    return rows
+
+
+def _breakdown_rows(data: ReportData, t: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Month totals of cooling, losses and other energy (from the daily breakdown)."""
+    month = _kpi(data.kpis, "month", "e_dc_kwh")
+    insufficient = month is None or month["status"] != "ok"
+    rows = []
+    for column, key in (("cooling", "e_cooling"), ("losses", "e_losses"), ("other", "e_other")):
+        total = float(data.breakdown[column].sum()) if data.breakdown.height else None
+        rows.append(
+            {
+                "label": t[key],
+                "value": t["insufficient"] if insufficient else f"{_num(total, 1)} kWh",
+                "insufficient": insufficient,
+                "coverage": _pct(month["coverage"]) if month else "—",
+                "category": "",
+            }
+        )
+    return rows
+
+
+def _category_short(category: int, lang: Lang) -> str:
+    name = _CATEGORY_NAMES[lang][category][0]
+    return f"第 {category} 类（{name}）" if lang == "zh" else f"category {category} ({name})"
+
+
+def _headline(data: ReportData, t: Mapping[str, str], lang: Lang) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for kind, key in (("month", "pue_month"), ("ttm", "pue_ttm")):
+        row = _kpi(data.kpis, kind, "pue")
+        if row is None or row["status"] != "ok" or row["value"] is None:
+            out[key] = t["insufficient"]
+        else:
+            out[key] = f"{row['value']:.3f}"
+        category = row["category"] if row and row["category"] is not None else None
+        cat = _category_short(int(category), lang) if category is not None else ""
+        coverage = _pct(row["coverage"]) if row else "—"
+        out[f"{key}_note"] = f"PUE · {cat} · {t['coverage']} {coverage}"
+    return out
+
+
+def _facts(site: Site, t: Mapping[str, str], lang: Lang) -> list[tuple[str, str]]:
+    facts = site.facts
+    rows: list[tuple[str, str]] = []
+    if facts.racks is not None:
+        rows.append((t["racks"], str(facts.racks)))
+    if facts.compute_share_pct is not None:
+        rows.append((t["compute_share"], f"{facts.compute_share_pct:g} %"))
+    if facts.province:
+        rows.append((t["province"], facts.province))
+    if facts.project_type:
+        rows.append((t["project_type"], facts.project_type))
+    if facts.policies:
+        rows.append((t["policies"], ", ".join(facts.policies)))
+    factor = facts.emission_factor
+    if factor is not None:
+        rows.append(
+            (
+                t["emission_factor"],
+                f"{factor.kg_co2_per_kwh:g} kgCO₂/kWh · {factor.source} · {factor.year}",
+            )
+        )
+    rows.append(
+        (
+            "rack idle threshold" if lang == "en" else "机架空载阈值",
+            f"{facts.rack_idle_threshold_w:g} W",
+        )
+    )
+    return rows
+
+
+def _findings(data: ReportData, t: Mapping[str, str], lang: Lang) -> list[dict[str, Any]]:
+    rows = []
+    for f in data.findings.sort("policy_id", "rule_id").iter_rows(named=True):
+        result = str(f["result"])
+        category = f["category"]
+        rows.append(
+            {
+                "rule_id": f["rule_id"],
+                "jurisdiction": f["jurisdiction"] or "",
+                "policy_status": f["policy_status"] or "",
+                "document": f["document"] or "",
+                "clause": f["clause"] or "",
+                "advisory": bool(f["advisory"]),
+                "measured": (
+                    t["insufficient"]
+                    if result == "insufficient_data"
+                    else _num(f["measured_value"], 3)
+                ),
+                "metric": f["metric"] or "",
+                "window": f["window"] or "",
+                "category": _category_short(int(category), lang) if category is not None else "",
+                "threshold": (
+                    f"{f['comparator'] or ''} {_num(f['threshold'], 3)}"
+                    if f["threshold"] is not None
+                    else "—"
+                ),
+                "coverage": _pct(f["coverage"]),
+                "result": t.get(f"result_{result}", result),
+                "result_class": {"eligible": "ok", "not_eligible": "bad"}.get(result, "note"),
+                "benefit": _num(f["benefit_cny"], 0),
+                "explanation": f["explanation"] or "",
+                "facts_used": _facts_used(f["facts_used"]),
+            }
+        )
+    return rows
+
+
+def _facts_used(raw: str | None) -> str:
+    if not raw:
+        return ""
+    try:
+        facts = json.loads(raw)
+    except ValueError:
+        return raw
+    if isinstance(facts, dict):
+        return ", ".join(f"{k} = {v}" for k, v in facts.items())
+    return str(facts)
+
+
+def _coverage_rows(
+    data: ReportData, t: Mapping[str, str], lang: Lang
+) -> tuple[list[dict[str, Any]], str]:
+    table = data.coverage.sort("coverage", "meter")
+    total = table.height
+    note = ""
+    if total > MAX_TABLE_ROWS:
+        table = table.head(MAX_TABLE_ROWS)
+        note = t["meters_truncated"].format(shown=MAX_TABLE_ROWS, total=total)
+    roles = ROLE_NAMES[lang]
+    rows = [
+        {
+            "meter": m["meter"],
+            "role": roles.get(m["role"], m["role"]),
+            "coverage": _pct(m["coverage"]),
+            "low": m["coverage"] < data.coverage_threshold,
+            "intervals": f"{m['intervals']:,}",
+            "energy": _num(m["energy_kwh"], 1),
+            "counts": [m[k] for k in EVENT_KINDS],
+        }
+        for m in table.iter_rows(named=True)
+    ]
+    return rows, note
+
+
+def _event_rows(data: ReportData, t: Mapping[str, str]) -> tuple[list[dict[str, Any]], str]:
+    shown = min(data.events.height, MAX_TABLE_ROWS)
+    rows = [
+        {
+            "meter": e["meter"],
+            "kind": t.get(f"kind_{e['kind']}", e["kind"]),
+            "start": _local(e["start"], data.site),
+            "end": _local(e["end"], data.site),
+            "intervals": e["intervals"],
+            "coverage": _pct(e["min_coverage"]),
+            "energy": _num(e["energy_kwh"], 3),
+        }
+        for e in data.events.head(shown).iter_rows(named=True)
+    ]
+    note = ""
+    if data.events_total > shown:
+        note = t["events_truncated"].format(shown=shown, total=data.events_total)
+    return rows, note
+
+
+def _inventory(
+    data: ReportData, t: Mapping[str, str], lang: Lang
+) -> tuple[list[dict[str, str]], str]:
+    site = data.site
+    in_dc = {m for _, m in site.expand("e_dc")}
+    in_it = {m for _, m in site.expand("e_it")}
+    roles = ROLE_NAMES[lang]
+    # Non-IT meters first (few, and they decide E_DC); then IT meters up to the limit.
+    meters = sorted(site.meters, key=lambda m: (m.role.value == "it", m.id))
+    rows = [
+        {
+            "meter": m.id,
+            "device": m.device,
+            "role": roles.get(m.role.value, m.role.value),
+            "metering_point": m.metering_point.value if m.metering_point else "",
+            "rack": m.rack or "",
+            "in_formula": " ".join(
+                name for name, members in (("E_DC", in_dc), ("E_IT", in_it)) if m.id in members
+            ),
+        }
+        for m in meters[:MAX_TABLE_ROWS]
+    ]
+    note = ""
+    if len(meters) > MAX_TABLE_ROWS:
+        note = (
+            f"… {len(meters) - MAX_TABLE_ROWS} more (data/site.json)"
+            if lang == "en"
+            else f"…… 另有 {len(meters) - MAX_TABLE_ROWS} 个电表，见 data/site.json"
+        )
+    del t
+    return rows, note
+
+
+def _formula(site: Site, name: str) -> str:
+    terms = site.expand(name)  # type: ignore[arg-type]
+    if len(terms) > 8:
+        shown = " ".join(f"{'+' if s > 0 else '−'} {m}" for s, m in terms[:6])
+        return f"{shown} … ({len(terms)} terms)"
+    return " ".join(f"{'+' if s > 0 else '−'} {m}" for s, m in terms).lstrip("+ ")
+
+
+def _thresholds(findings: pl.DataFrame) -> list[float]:
+    rows = findings.filter((pl.col("metric") == "pue") & pl.col("threshold").is_not_null())[
+        "threshold"
+    ]
+    return [float(v) for v in rows.unique().to_list()]
+
+
+def _chart_text(t: Mapping[str, str]) -> dict[str, str]:
+    return dict(t)
+
+
+def render_html(data: ReportData, lang: Lang) -> str:
+    """The report as one self-contained HTML5 document (charts as PNG data URIs)."""
+    t = TEXT[lang]
+    site = data.site
+    font_family, font_file = cjk_font()
+    charts = render_charts(
+        data.kpis,
+        data.breakdown,
+        data.ttm_history,
+        _chart_text(t),
+        pue_thresholds=_thresholds(data.findings),
+    )
+    captions = {
+        "daily_pue": t["chart_daily_pue"],
+        "ttm_pue": t["chart_ttm_pue"],
+        "energy_breakdown": t["chart_breakdown"],
+        "green_share": t["chart_green"],
+    }
+    category = site.pue_category
+    cat_name, where = _CATEGORY_NAMES[lang][category]
+    factor = site.facts.emission_factor
+    cue_note = (
+        t["cue_factor"].format(
+            factor=f"{factor.kg_co2_per_kwh:g}", source=factor.source, year=factor.year
+        )
+        if factor
+        else t["no_factor"]
+    )
+    coverage, coverage_note = _coverage_rows(data, t, lang)
+    events, events_note = _event_rows(data, t)
+    inventory, inventory_note = _inventory(data, t, lang)
+    last_day = data.end.astimezone(site.zone)
+    context = {
+        "lang": lang,
+        "html_lang": "zh-CN" if lang == "zh" else "en",
+        "t": t,
+        "title_zh": TITLE_ZH,
+        "css": (_TEMPLATES / "report.css").read_text(encoding="utf-8"),
+        "site": {
+            "id": site.id,
+            "display_name": (site.name_zh or site.name) if lang == "zh" else site.name,
+            "other_name": site.name if lang == "zh" and site.name_zh else (site.name_zh or ""),
+            "timezone": site.timezone,
+        },
+        "period": {
+            "label": data.month,
+            "local_start": _local(data.start, site),
+            "local_end": last_day.strftime("%Y-%m-%d %H:%M"),
+        },
+        "category_text": t["category_text"].format(cat=category, name=cat_name, where=where),
+        "generated": data.generated.strftime("%Y-%m-%d %H:%M:%S"),
+        "headline": _headline(data, t, lang),
+        "summary": _summary(data, t, lang) + _breakdown_rows(data, t),
+        "cue_note": cue_note,
+        "facts": _facts(site, t, lang),
+        "charts": [
+            {
+                "src": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+                "caption": captions[name],
+            }
+            for name, png in charts.items()
+        ],
+        "findings": _findings(data, t, lang),
+        "event_kinds": [{"label": t[f"kind_{k}"]} for k in EVENT_KINDS],
+        "coverage": coverage,
+        "coverage_note": coverage_note,
+        "events": events,
+        "events_note": events_note,
+        "inventory": inventory,
+        "inventory_note": inventory_note,
+        "formula_dc": _formula(site, "e_dc"),
+        "formula_it": _formula(site, "e_it"),
+        "methodology": [
+            p.format(threshold=f"{data.coverage_threshold * 100:g} %") for p in METHODOLOGY[lang]
+        ],
+        "kpi_engine": data.kpi_engine,
+        "font_note": t["font"].format(font=f"{font_family} ({Path(font_file).name}, SIL OFL 1.1)"),
+        "journal": data.journal,
+        "fingerprint": data.fingerprint,
+        "agent_version": _agent_version(),
+    }
+    return _environment().get_template("report.html.j2").render(context)
+
+
+def render_pdf(html: str, target: Path) -> None:
+    """Render the HTML to a PDF with WeasyPrint (fonts are subset and embedded)."""
+    import weasyprint  # noqa: PLC0415 - heavy import, only when a PDF is written
+
+    weasyprint.HTML(string=html, base_url=str(_TEMPLATES)).write_pdf(target)

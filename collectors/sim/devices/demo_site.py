@@ -1,0 +1,315 @@
+"""The demo site behind real protocols: one simulator, devices on SNMP, MQTT and Redfish.
+
+:class:`DemoDevices` starts, on loopback ports it picks, an SNMP responder serving real APC
+walks (rack PDUs, UPSes), an MQTT broker with Shelly Pro 3EM meters (incomers, PV, cooling,
+lighting) and Redfish services serving real GPU-server captures, all with live values from one
+:class:`SiteSimulator`; it returns the collector tables and the site model that poll them.
+The busiest PDU's energy register starts one count below its 31-bit wrap, so the demo shows
+a wrap being corrected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pysnmp.proto.api import v2c
+
+from collectors.sim.devices.mqtt_meters import ShellyMeter, ShellyPublisher, start_broker
+from collectors.sim.devices.redfish_service import LiveProperty, RedfishService
+from collectors.sim.devices.snmp_responder import SnmpResponder
+from collectors.sim.simulator import SimDevice, SiteSimulator, site_table
+
+__all__ = ["DemoDevices", "find_fixtures"]
+
+RPDU2_POWER = "1.3.6.1.4.1.318.1.1.26.4.3.1.5.1"  # rPDU2DeviceStatusPower, 0.01 kW
+RPDU2_ENERGY = "1.3.6.1.4.1.318.1.1.26.4.3.1.9.1"  # rPDU2DeviceStatusEnergy, 0.1 kWh, 0..2^31-1
+UPS_OUT_POWER = "1.3.6.1.4.1.318.1.1.1.4.2.8.0"  # upsAdvOutputActivePower, W
+UPS_OUT_ENERGY = "1.3.6.1.4.1.318.1.1.1.4.2.12.0"  # upsAdvOutputEnergyUsage, kWh
+UPS_IN_ENERGY = "1.3.6.1.4.1.318.1.1.1.3.3.5.0"  # upsHighPrecInputEnergyUsage, 0.01 kWh
+WRAP_COUNTS = 2**31  # rPDU2DeviceStatusEnergy is an INTEGER 0..2147483647
+
+#: Redfish captures served as GPU servers: folder, chassis power resource, key path.
+REDFISH_SERVERS: tuple[tuple[str, str, str, tuple[str | int, ...]], ...] = (
+    (
+        "gpu-dell-r750",
+        "real/dell",
+        "/redfish/v1/Chassis/System.Embedded.1/Power",
+        ("PowerControl", 0, "PowerConsumedWatts"),
+    ),
+)
+
+
+def find_fixtures() -> Path | None:
+    """The shared device fixtures beside the checkout, if this is a development tree."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        candidate = parent.parent / "shared" / "fixtures"
+        if (candidate / "snmp").is_dir():
+            return candidate
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class DemoDevices:
+    """Simulated devices on real protocols, driven by one simulator clock."""
+
+    fixtures: Path
+    pdus: int = 8
+    interval_s: float = 5.0
+    sim: SiteSimulator = field(init=False)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _broker: Any = None
+    _snmp: SnmpResponder | None = None
+    _redfish: list[RedfishService] = field(default_factory=list)
+    _wrap_offset_counts: int = 0
+    mqtt_port: int = 0
+    wrap_device: str = ""
+
+    @property
+    def snmp_port(self) -> int:
+        """The UDP port of the SNMP responder (all SNMP devices, one community each)."""
+        return self._snmp.port if self._snmp is not None else 0
+
+    @property
+    def redfish_ports(self) -> list[int]:
+        """TCP ports of the Redfish services."""
+        return [service.port for service in self._redfish]
+
+    def __post_init__(self) -> None:
+        self.sim = SiteSimulator(pdus=self.pdus)
+        self.sim.tick(datetime.now(UTC))
+
+    # -- live values ------------------------------------------------------------------------
+
+    def _index(self, device: str, prefix: str) -> int:
+        for i, d in enumerate(self.sim.devices):
+            if d.device == device and d.prefix == prefix:
+                return i
+        raise KeyError((device, prefix))
+
+    def _share_w(self, i: int, share: float) -> float:
+        return self._power_w(i) * share
+
+    def _power_w(self, i: int) -> float:
+        assert self.sim._last_power_w is not None
+        return float(self.sim._last_power_w[i])
+
+    def _energy_kwh(self, i: int) -> float:
+        return float(self.sim.energy_kwh[i])
+
+    def _energy_wh(self, i: int) -> float:
+        return float(self.sim.energy_kwh[i]) * 1000.0
+
+    def _integer(
+        self, i: int, what: str, per_unit: float, offset: int = 0, modulus: int = WRAP_COUNTS
+    ) -> Callable[[], Any]:
+        """An SNMP INTEGER source: device ``i``'s power (W) or energy (kWh) in raw units."""
+
+        def value() -> Any:
+            raw = self._power_w(i) if what == "power" else self._energy_kwh(i)
+            return v2c.Integer((int(raw * per_unit) + offset) % modulus)
+
+        return value
+
+    async def _clock(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.sim.tick(datetime.now(UTC))
+
+    # -- start/stop -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start every simulated device on loopback."""
+        self._tasks.append(asyncio.create_task(self._clock(), name="demo-clock"))
+        await self._start_snmp()
+        await self._start_mqtt()
+        await self._start_redfish()
+
+    async def stop(self) -> None:
+        """Stop every simulated device."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._snmp is not None:
+            self._snmp.close()
+        for service in self._redfish:
+            await service.stop()
+        if self._broker is not None:
+            with contextlib.suppress(Exception):
+                await self._broker.shutdown()
+
+    async def _start_snmp(self) -> None:
+        responder = SnmpResponder()
+        walk_pdu = self.fixtures / "snmp" / "apc_ap8959eu3.snmprec"
+        walk_ups = self.fixtures / "snmp" / "apc_smart1500.snmprec"
+        racks = [d for d in self.sim.devices if d.role == "it"]
+        # The busiest rack's register sits one count below its wrap: at 0.1 kWh per count it
+        # wraps within a minute (0.1 kWh / 6 kW = 60 s), so even `demo --minutes 1` shows it.
+        self.wrap_device = max(
+            racks, key=lambda d: self._power_w(self._index(d.device, d.prefix))
+        ).device
+        for d in self.sim.devices:
+            if d.role == "it":
+                i = self._index(d.device, d.prefix)
+                wrap = d.device == self.wrap_device
+                if wrap:
+                    self._wrap_offset_counts = WRAP_COUNTS - 1 - int(self._energy_kwh(i) * 10)
+                offset = self._wrap_offset_counts if wrap else 0
+                responder.add_device(
+                    d.device,
+                    walk_pdu,
+                    {
+                        RPDU2_POWER: self._integer(i, "power", 0.1),
+                        RPDU2_ENERGY: self._integer(i, "energy", 10.0, offset, WRAP_COUNTS),
+                    },
+                )
+            elif d.device.startswith("ups-") and d.prefix == "output":
+                out = self._index(d.device, "output")
+                inp = self._index(d.device, "input")
+                responder.add_device(
+                    d.device,
+                    walk_ups,
+                    {
+                        UPS_OUT_POWER: self._integer(out, "power", 1.0),
+                        UPS_OUT_ENERGY: self._integer(out, "energy", 1.0),
+                        UPS_IN_ENERGY: self._integer(inp, "energy", 100.0),
+                    },
+                )
+        await responder.start()
+        self._snmp = responder
+
+    def _shelly_devices(self) -> list[SimDevice]:
+        return [
+            d
+            for d in self.sim.devices
+            if d.role in ("grid_import", "onsite_renewable", "cooling", "other")
+        ]
+
+    async def _start_mqtt(self) -> None:
+        self.mqtt_port = _free_port()
+        self._broker = await start_broker(self.mqtt_port)
+        meters = []
+        for d in self._shelly_devices():
+            i = self._index(d.device, d.prefix)
+            meters.append(
+                ShellyMeter(
+                    prefix=d.device,
+                    power_w=functools.partial(self._power_w, i),
+                    energy_wh=functools.partial(self._energy_wh, i),
+                )
+            )
+        publisher = ShellyPublisher(self.mqtt_port, meters, interval_s=self.interval_s)
+        self._tasks.append(asyncio.create_task(publisher.run(), name="demo-shelly"))
+
+    async def _start_redfish(self) -> None:
+        rack = self._index("pdu-002", "output")
+        for _name, folder, resource, keys in REDFISH_SERVERS:
+            service = RedfishService(
+                root=self.fixtures / "redfish" / folder,
+                # The GPU server sits in rack 2: its input is a share of that rack's power.
+                live=[LiveProperty(resource, keys, functools.partial(self._share_w, rack, 0.4))],
+            )
+            await service.start()
+            self._redfish.append(service)
+
+    # -- what the agent is told -------------------------------------------------------------
+
+    def collectors(self) -> list[dict[str, Any]]:
+        """Collector tables polling the simulated devices."""
+        assert self._snmp is not None
+        snmp_devices = [
+            {
+                "name": d.device,
+                "host": "127.0.0.1",
+                "port": self._snmp.port,
+                "community": d.device,
+                "profile": "apc-rpdu2" if d.role == "it" else "apc-smart-ups",
+            }
+            for d in self.sim.devices
+            if d.role == "it" or (d.device.startswith("ups-") and d.prefix == "output")
+        ]
+        return [
+            {
+                "kind": "snmp",
+                "name": "snmp",
+                "devices": snmp_devices,
+                "defaults": {"interval_s": self.interval_s, "jitter_s": 0.5, "timeout_s": 2.0},
+            },
+            {
+                "kind": "mqtt",
+                "name": "mqtt",
+                "host": "127.0.0.1",
+                "port": self.mqtt_port,
+                "protocol": "3.1.1",
+                "tls": False,
+                "qos": 1,
+                "mappings": ["shelly_gen2"],
+                "client_id": "pue-agent-demo",
+                "persistent_session": False,
+            },
+            {
+                "kind": "redfish",
+                "name": "redfish",
+                "interval_s": self.interval_s,
+                "devices": [
+                    {
+                        "name": name,
+                        "url": f"http://127.0.0.1:{svc.port}",
+                        "auth": "none",
+                        # The demo animates PowerConsumedWatts; the PSU metrics stay as captured.
+                        "prefer": ["environment_metrics", "power", "psu_metrics", "sensors"],
+                    }
+                    for (name, *_), svc in zip(REDFISH_SERVERS, self._redfish, strict=True)
+                ],
+            },
+        ]
+
+    def site(self) -> dict[str, Any]:
+        """The site model matching what the collectors will produce."""
+        table = site_table(self.sim, site_id="demo", category=2)
+        points = {
+            "it": ("pdu.1.energy", "pdu.1.power"),
+            "monitor": ("output.energy", "output.power"),
+        }
+        meters = []
+        for meter in table["meters"]:
+            role = meter["role"]
+            if role in ("grid_import", "onsite_renewable", "cooling", "other"):
+                meter["energy_point"], meter["power_point"] = "em0.total.energy", "em0.total.power"
+            elif role == "it":
+                meter["energy_point"], meter["power_point"] = points["it"]
+                if meter["device"] == self.wrap_device:
+                    meter["register_bits"], meter["register_unit_kwh"] = 31, 0.1
+            elif meter["device"].startswith("ups-") and meter["id"].endswith(".output"):
+                meter["energy_point"], meter["power_point"] = points["monitor"]
+            else:
+                continue  # UPS inputs: the demo's UPS walk exposes input energy only
+            meters.append(meter)
+        for name, *_ in REDFISH_SERVERS:
+            meters.append(
+                {
+                    "id": f"{name}.input",
+                    "device": name,
+                    "power_point": "input.power",
+                    "role": "monitor",
+                    "metering_point": "it_input",
+                }
+            )
+        table["meters"] = meters
+        return table
