@@ -58,8 +58,8 @@ class JournalSettings(BaseModel):
     )
 
 
-class CollectorEntry(BaseModel):
-    """One ``[[collectors]]`` table: a kind and its options (validated by the kind)."""
+class _KindEntry(BaseModel):
+    """A ``[[collectors]]`` or ``[[sinks]]`` table: a kind and its options (validated by it)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -72,18 +72,12 @@ class CollectorEntry(BaseModel):
         return dict(self.model_extra or {})
 
 
-class SinkEntry(BaseModel):
-    """One ``[[sinks]]`` table: a kind and its options (validated by the kind)."""
+class CollectorEntry(_KindEntry):
+    """One ``[[collectors]]`` table."""
 
-    model_config = ConfigDict(extra="allow")
 
-    kind: str
-    name: str | None = None
-    enabled: bool = True
-
-    def options(self) -> dict[str, Any]:
-        """The kind-specific options (everything but ``kind``, ``name`` and ``enabled``)."""
-        return dict(self.model_extra or {})
+class SinkEntry(_KindEntry):
+    """One ``[[sinks]]`` table."""
 
 
 class AgentSettings(BaseSettings):

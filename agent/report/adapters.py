@@ -9,35 +9,19 @@ engine (``rules.evaluate``) on the same KPI frame the bundle carries.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
-from agent.kpi import DEFAULT_KINDS
-from agent.kpi import compute_kpis as _agent_compute_kpis
-from agent.schemas import FINDING_SCHEMA, PeriodKind
+# Re-exported, not wrapped: the report and verify call the agent's engine itself.
+from agent.kpi import compute_kpis
+from agent.schemas import FINDING_SCHEMA
 from agent.site import Site
 
 __all__ = ["KPI_ENGINE", "compute_kpis", "evaluate_findings"]
 
 #: Name recorded in ``kpis.json``; ``verify`` refuses a bundle that names another engine.
 KPI_ENGINE = "agent.kpi.compute_kpis"
-
-
-def compute_kpis(
-    intervals: pl.LazyFrame,
-    site: Site,
-    green: pl.DataFrame | None,
-    *,
-    month: str,
-    coverage_threshold: float = 0.95,
-    kinds: Sequence[PeriodKind] = DEFAULT_KINDS,
-) -> pl.DataFrame:
-    """KPIs of ``month`` and its trailing twelve months (KPI_SCHEMA), by the agent's engine."""
-    return _agent_compute_kpis(
-        intervals, site, green, month=month, coverage_threshold=coverage_threshold, kinds=kinds
-    )
 
 
 def evaluate_findings(
