@@ -116,6 +116,9 @@ def check(config: ConfigOption = None, state_dir: StateDirOption = None) -> None
             lines.append(f"sink {name}: {sink.describe()}")
         except (ConfigError, ImportError) as exc:
             problems.append(str(exc))
+    if site is not None and not any(e.kind == "local_store" for e in settings.sinks):
+        store = build_consumer("local_store", "local_store", {}, settings)
+        lines.append(f"sink local_store (added because a site is configured): {store.describe()}")
     if site is not None:
         lines.append(
             f"site {site.id} ({site.name}), {len(site.meters)} meters, PUE category "
