@@ -19,6 +19,7 @@ import polars as pl
 
 from agent.energy.config import EnergyConfig, meter_table
 from agent.energy.core import (
+    ENGINE,
     INTERVAL_STORE_SCHEMA,
     READS_SCHEMA,
     STATUS_INVALID,
@@ -62,41 +63,96 @@ MARKS_SCHEMA = pl.Schema(
 )
 
 
-def _prepare(reads: pl.LazyFrame, attributes: pl.LazyFrame) -> pl.LazyFrame:
-    """Join meter attributes, order by meter/track/time, drop repeated timestamps.
+_METHOD = pl.Enum(["register", "power_integration"])
 
-    Earlier rows win on a repeated ``(meter, track, ts)``: carried reads come first,
-    so a re-sent reading never replaces one whose status is already settled.
-    """
-    return (
-        reads.join(
-            attributes.select("mi", "method", "rating_kw", "modulus_kwh", "resolution_kwh"),
-            on="mi",
-            how="inner",
-        )
-        .sort("mi", "track", "ts", maintain_order=True)
-        # After a stable sort a repeat is the row right after its twin: cheaper than a hash
-        # ``unique`` and keeps the first (carried) one.
-        .filter(
-            ~(
-                (pl.col("mi") == pl.col("mi").shift(1))
-                & (pl.col("track") == pl.col("track").shift(1))
-                & (pl.col("ts") == pl.col("ts").shift(1))
-            ).fill_null(False)
-        )
+
+def _with_attributes(reads: pl.LazyFrame, attributes: pl.DataFrame) -> pl.LazyFrame:
+    """Add the meter attributes the checks need (``mi`` indexes the mi-sorted table)."""
+    return reads.with_columns(
+        pl.lit(attributes["method"].cast(_METHOD)).gather(pl.col("mi")).alias("method"),
+        *(
+            pl.lit(attributes[name]).gather(pl.col("mi")).alias(name)
+            for name in ("rating_kw", "modulus_kwh", "resolution_kwh")
+        ),
     )
 
 
-@dataclass(frozen=True)
-class _Computed:
-    energy_status: pl.LazyFrame
-    power_status: pl.LazyFrame
-    parts: pl.LazyFrame
+def _ordered_track(reads: pl.LazyFrame, track: str) -> pl.LazyFrame:
+    """One track's reads sorted by meter and time, repeated timestamps dropped.
+
+    Earlier rows win on a repeated ``(meter, ts)``: carried reads come first, so a
+    re-sent reading never replaces one whose status is already settled. After a stable
+    sort a repeat is the row right after its twin: cheaper than a hash ``unique``. The
+    sort moves numeric columns only (the track is put back as a constant).
+    """
+    return (
+        reads.filter(pl.col("track") == track)
+        .drop("track")
+        .sort("mi", "ts", maintain_order=True)
+        .filter(
+            ~(
+                (pl.col("mi") == pl.col("mi").shift(1)) & (pl.col("ts") == pl.col("ts").shift(1))
+            ).fill_null(False)
+        )
+        .with_columns(pl.lit(track).alias("track"))
+    )
 
 
-def _compute(prepared: pl.LazyFrame, config: EnergyConfig) -> _Computed:
+def _prepare_batch(reads: pl.DataFrame, attributes: pl.DataFrame) -> pl.DataFrame:
+    """:func:`_prepare` for an in-memory batch, with a fast path for time-ordered input.
+
+    Readings usually arrive in time order per meter (carried reads first, then the
+    batch). Then a stable sort by ``mi`` alone already gives the ``(mi, ts)`` order (and
+    keeps repeated timestamps in arrival order, as the full sort does); this is checked,
+    and the full sort used when it does not hold.
+    """
+    tracks = []
+    for track in ("energy", "power"):
+        rows = reads.filter(pl.col("track") == track).drop("track")
+        by_meter = rows.sort("mi", maintain_order=True)
+        same = pl.col("mi") == pl.col("mi").shift(1)
+        in_order = by_meter.select(
+            (~same | (pl.col("ts") >= pl.col("ts").shift(1))).fill_null(True).all()
+        ).item()
+        tracks.append(
+            (by_meter if in_order else rows.sort("mi", "ts", maintain_order=True))
+            .lazy()
+            .filter(~(same & (pl.col("ts") == pl.col("ts").shift(1))).fill_null(False))
+            .with_columns(pl.lit(track).alias("track"))
+            .pipe(_with_attributes, attributes)
+        )
+    return pl.concat(tracks).collect(engine=ENGINE)
+
+
+def _prepare(reads: pl.LazyFrame, attributes: pl.DataFrame) -> pl.LazyFrame:
+    """Join meter attributes, order by track/meter/time, drop repeated timestamps.
+
+    Args:
+        reads: Reads in ``READS_SCHEMA`` (carried ones first).
+        attributes: :func:`meter_attributes`, collected and sorted by ``mi``.
+
+    Returns:
+        Register reads sorted by ``mi, ts``, then power reads sorted by ``mi, ts``
+        (two integer-key sorts of half the rows are cheaper than one sort on
+        ``mi, track, ts``; every step after this works on one track at a time).
+    """
+    return pl.concat(
+        [
+            _ordered_track(reads, "energy").pipe(_with_attributes, attributes),
+            _ordered_track(reads, "power").pipe(_with_attributes, attributes),
+        ]
+    )
+
+
+def _statuses(prepared: pl.LazyFrame, config: EnergyConfig) -> tuple[pl.LazyFrame, pl.LazyFrame]:
+    """Register and power reads with their statuses (each sorted by ``mi, ts``)."""
     energy = register_status(prepared.filter(pl.col("track") == "energy"), config)
     power = power_status(prepared.filter(pl.col("track") == "power"), config)
+    return energy, power
+
+
+def _parts(energy: pl.LazyFrame, power: pl.LazyFrame, config: EnergyConfig) -> pl.LazyFrame:
+    """Interval parts (``mi, k, …``, sorted) from reads with statuses."""
     segments, jumps = register_segments(energy, power, config)
     integrated = power_segments(power.filter(pl.col("method") == "power_integration"), config)
     rejected = pl.concat(
@@ -107,12 +163,12 @@ def _compute(prepared: pl.LazyFrame, config: EnergyConfig) -> _Computed:
         ]
     )
     columns = ["mi", "t0", "t1", "e_kwh", "p0", "p1", "covered", "flags"]
-    parts = intervals_from_parts(
-        pl.concat([segments.select(columns), integrated.select(columns)]),
+    # Both are sorted by (mi, t0) and no meter has both kinds: a merge keeps that order.
+    return intervals_from_parts(
+        segments.select(columns).merge_sorted(integrated.select(columns), key="mi"),
         rejected,
         config.interval_us,
     )
-    return _Computed(energy, power, parts)
 
 
 def interval_energy(
@@ -146,9 +202,11 @@ def interval_energy(
     config = config or EnergyConfig()
     config.check_site(site)
     meters = meter_table(site)
-    attributes = meter_attributes(meters)
+    attributes = meter_attributes(meters).collect()
     prepared = _prepare(resolve_readings(readings, meters), attributes)
-    out = to_interval_schema(_compute(prepared, config).parts, attributes, config.interval_us)
+    out = to_interval_schema(
+        _parts(*_statuses(prepared, config), config), attributes.lazy(), config.interval_us
+    )
     if not with_rejected_counts:
         out = out.select(INTERVAL_SCHEMA.names())
     return out
@@ -184,7 +242,7 @@ class IntervalEngine:
     def __post_init__(self) -> None:
         self.config.check_site(self.site)
         self._meters = meter_table(self.site)
-        self._attributes = meter_attributes(self._meters).collect()
+        self._attributes = meter_attributes(self._meters).collect().sort("mi")
         self._names = self._attributes.select("mi", "meter")
 
     def _to_mi(self, frame: pl.DataFrame) -> pl.DataFrame:
@@ -192,6 +250,12 @@ class IntervalEngine:
 
     def _to_names(self, frame: pl.DataFrame) -> pl.DataFrame:
         return frame.join(self._names, on="mi", how="inner").drop("mi")
+
+    def _per_meter(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` (some ``mi`` rows) widened to one row per meter index, in ``mi`` order."""
+        return self._attributes.select("mi", "method").join(
+            frame, on="mi", how="left", maintain_order="left"
+        )
 
     def feed(self, readings: pl.DataFrame) -> pl.DataFrame:
         """Take a batch of readings; return the intervals that are now final.
@@ -201,64 +265,32 @@ class IntervalEngine:
             and interval.
         """
         interval_us = self.config.interval_us
-        marks = self._to_mi(self.state.marks)
-        fresh = resolve_readings(readings.lazy(), self._meters).collect()
-        horizons = fresh.join(marks, on="mi", how="left").select(
-            pl.when(pl.col("track") == "energy")
-            .then(pl.col("horizon_energy_us"))
-            .otherwise(pl.col("horizon_power_us"))
-            .alias("h")
-        )["h"]
-        late = horizons.is_not_null() & (fresh["ts"] <= horizons)
-        self.late_readings += int(late.sum())
-        fresh = fresh.filter(~late)
+        marks = self._per_meter(self._to_mi(self.state.marks))
+        fresh = (
+            resolve_readings(readings.lazy(), self._meters)
+            .pipe(_lookup, marks, ("horizon_energy_us", "horizon_power_us"))
+            .pipe(_drop_late)
+            .collect(engine=ENGINE)
+        )
+        self.late_readings += int(fresh["_late"].sum())
+        fresh = fresh.filter(~pl.col("_late")).select(READS_SCHEMA.names())
         reads = pl.concat([self._to_mi(self.state.carry).select(READS_SCHEMA.names()), fresh])
-        prepared = _prepare(reads.lazy(), self._attributes.lazy()).collect()
-        computed = _compute(prepared.lazy(), self.config)
-        energy, power, parts = pl.collect_all(
-            [computed.energy_status, computed.power_status, computed.parts]
+        prepared = _prepare_batch(reads, self._attributes)
+        # Statuses first: the parts and the horizons both start from them.
+        energy, power = pl.collect_all(_statuses(prepared.lazy(), self.config), engine=ENGINE)
+        parts, horizons = pl.collect_all(
+            [
+                _parts(energy.lazy(), power.lazy(), self.config),
+                _horizons(energy.lazy(), power.lazy()),
+            ],
+            engine=ENGINE,
         )
-
-        # Horizons: the last kept register read that has a finite successor (its status
-        # can no longer change), the last valid power read.
-        finite = energy.filter(pl.col("status") != STATUS_INVALID)
-        last_finite = finite.group_by("mi").agg(pl.col("ts").max().alias("_last"))
-        h_energy = (
-            energy.join(last_finite, on="mi")
-            .filter((pl.col("status") == STATUS_KEPT) & (pl.col("ts") < pl.col("_last")))
-            .group_by("mi")
-            .agg(pl.col("ts").max().alias("horizon_energy_us"))
-        )
-        h_power = (
-            power.filter(pl.col("status") == STATUS_KEPT)
-            .group_by("mi")
-            .agg(pl.col("ts").max().alias("horizon_power_us"))
-        )
-        methods = self._attributes.select("mi", "method")
-        new_marks = (
-            methods.join(marks, on="mi", how="left")
-            .join(h_energy.rename({"horizon_energy_us": "_he"}), on="mi", how="left")
-            .join(h_power.rename({"horizon_power_us": "_hp"}), on="mi", how="left")
-            .with_columns(
-                pl.max_horizontal("horizon_energy_us", "_he").alias("horizon_energy_us"),
-                pl.max_horizontal("horizon_power_us", "_hp").alias("horizon_power_us"),
-            )
-            .with_columns(
-                pl.max_horizontal(
-                    "cut_us",
-                    (
-                        pl.when(pl.col("method") == "register")
-                        .then(pl.col("horizon_energy_us"))
-                        .otherwise(pl.col("horizon_power_us"))
-                        // interval_us
-                    )
-                    * interval_us,
-                ).alias("new_cut")
-            )
-        )
-        bounds = new_marks.select("mi", "cut_us", "new_cut")
+        meters = self._per_meter(
+            marks.drop("method").join(horizons, on="mi", how="left", maintain_order="left")
+        ).pipe(_advance_marks, interval_us)
         emitted = (
-            parts.join(bounds, on="mi", how="inner")
+            parts.lazy()
+            .pipe(_lookup, meters, ("cut_us", "new_cut"))
             .filter(
                 pl.col("new_cut").is_not_null()
                 & (pl.col("k") * interval_us < pl.col("new_cut"))
@@ -266,61 +298,25 @@ class IntervalEngine:
             )
             .drop("cut_us", "new_cut")
         )
-        out = to_interval_schema(emitted.lazy(), self._attributes.lazy(), interval_us).collect()
-
-        # Carry: from the last kept read at or before the new cut (the segment that
-        # reaches into the first open interval) onwards, with settled statuses fixed.
-        anchor_energy = (
-            energy.join(bounds, on="mi")
-            .filter(
-                (pl.col("status") == STATUS_KEPT)
-                & (pl.col("new_cut").is_null() | (pl.col("ts") <= pl.col("new_cut")))
-                & pl.col("new_cut").is_not_null()
-            )
-            .group_by("mi")
-            .agg(pl.col("ts").max().alias("_k0"))
+        out = to_interval_schema(emitted, self._attributes.lazy(), interval_us).collect(
+            engine=ENGINE
         )
-        carry_energy = (
-            energy.join(anchor_energy, on="mi", how="left")
-            .join(last_finite, on="mi", how="left")
-            .filter(pl.col("_k0").is_null() | (pl.col("ts") >= pl.col("_k0")))
-            .with_columns(
-                pl.when(pl.col("ts") < pl.col("_last"))
-                .then(pl.col("status"))
-                .otherwise(pl.lit(None, pl.UInt8))
-                .alias("fixed")
-            )
-        )
-        anchor_power = (
-            power.join(bounds, on="mi")
-            .filter(
-                (pl.col("status") == STATUS_KEPT)
-                & pl.col("new_cut").is_not_null()
-                & (pl.col("ts") <= pl.col("new_cut"))
-            )
-            .group_by("mi")
-            .agg(pl.col("ts").max().alias("_p0"))
-        )
-        carry_power = (
-            power.join(anchor_energy, on="mi", how="left")
-            .join(anchor_power, on="mi", how="left")
-            .filter(
-                pl.when(pl.col("method") == "register")
-                .then(pl.col("_k0").is_null() | (pl.col("ts") > pl.col("_k0")))
-                .otherwise(pl.col("_p0").is_null() | (pl.col("ts") >= pl.col("_p0")))
-            )
-            .with_columns(pl.lit(None, pl.UInt8).alias("fixed"))
+        meters = meters.join(
+            _anchors(energy.lazy(), power.lazy(), meters).collect(engine=ENGINE),
+            on="mi",
+            how="left",
+            maintain_order="left",
         )
         carry = pl.concat(
             [
-                carry_energy.select(READS_SCHEMA.names()),
-                carry_power.select(READS_SCHEMA.names()),
+                energy.lazy().pipe(_carry_energy, meters).select(READS_SCHEMA.names()),
+                power.lazy().pipe(_carry_power, meters).select(READS_SCHEMA.names()),
             ]
-        )
+        ).collect(engine=ENGINE)
         self.state = EngineState(
             carry=self._to_names(carry).select(CARRY_SCHEMA.names()),
             marks=self._to_names(
-                new_marks.select(
+                meters.select(
                     "mi",
                     pl.col("new_cut").alias("cut_us"),
                     "horizon_energy_us",
@@ -335,3 +331,100 @@ class IntervalEngine:
             .select(MARKS_SCHEMA.names()),
         )
         return out.select(INTERVAL_STORE_SCHEMA.names())
+
+
+def _lookup(frame: pl.LazyFrame, meters: pl.DataFrame, names: tuple[str, ...]) -> pl.LazyFrame:
+    """Add per-meter columns of ``meters`` (one row per ``mi``, in ``mi`` order) by gather."""
+    return frame.with_columns(pl.lit(meters[name]).gather(pl.col("mi")) for name in names)
+
+
+def _drop_late(fresh: pl.LazyFrame) -> pl.LazyFrame:
+    """Flag readings at or before their meter's settled horizon (``_late``)."""
+    horizon = (
+        pl.when(pl.col("track") == "energy")
+        .then(pl.col("horizon_energy_us"))
+        .otherwise(pl.col("horizon_power_us"))
+    )
+    return fresh.with_columns(
+        (horizon.is_not_null() & (pl.col("ts") <= horizon)).alias("_late")
+    ).drop("horizon_energy_us", "horizon_power_us")
+
+
+def _horizons(energy: pl.LazyFrame, power: pl.LazyFrame) -> pl.LazyFrame:
+    """Per meter: the last finite, last settled register read, the last power read.
+
+    ``_last``: last finite register read; ``_he``: the last kept register read with a
+    finite successor; ``_hp``: the last valid power read.
+    """
+    last = pl.col("ts").filter(pl.col("status") != STATUS_INVALID).max()
+    settled = pl.col("ts").filter((pl.col("status") == STATUS_KEPT) & (pl.col("ts") < last)).max()
+    by_energy = energy.group_by("mi").agg(last.alias("_last"), settled.alias("_he"))
+    by_power = power.group_by("mi").agg(
+        pl.col("ts").filter(pl.col("status") == STATUS_KEPT).max().alias("_hp")
+    )
+    return by_energy.join(by_power, on="mi", how="full", coalesce=True)
+
+
+def _advance_marks(meters: pl.DataFrame, interval_us: int) -> pl.DataFrame:
+    """New horizons and the new cut (intervals before it are final) per meter."""
+    return meters.with_columns(
+        pl.max_horizontal("horizon_energy_us", "_he").alias("horizon_energy_us"),
+        pl.max_horizontal("horizon_power_us", "_hp").alias("horizon_power_us"),
+    ).with_columns(
+        pl.max_horizontal(
+            "cut_us",
+            (
+                pl.when(pl.col("method") == "register")
+                .then(pl.col("horizon_energy_us"))
+                .otherwise(pl.col("horizon_power_us"))
+                // interval_us
+            )
+            * interval_us,
+        ).alias("new_cut")
+    )
+
+
+def _anchors(energy: pl.LazyFrame, power: pl.LazyFrame, meters: pl.DataFrame) -> pl.LazyFrame:
+    """Per meter: where the carry starts.
+
+    ``_k0`` / ``_p0``: the last kept register / power read at or before the new cut.
+    """
+    anchor = (
+        pl.col("ts")
+        .filter(
+            (pl.col("status") == STATUS_KEPT)
+            & pl.col("new_cut").is_not_null()
+            & (pl.col("ts") <= pl.col("new_cut"))
+        )
+        .max()
+    )
+    by_energy = energy.pipe(_lookup, meters, ("new_cut",)).group_by("mi").agg(anchor.alias("_k0"))
+    by_power = power.pipe(_lookup, meters, ("new_cut",)).group_by("mi").agg(anchor.alias("_p0"))
+    return by_energy.join(by_power, on="mi", how="full", coalesce=True)
+
+
+def _carry_energy(energy: pl.LazyFrame, meters: pl.DataFrame) -> pl.LazyFrame:
+    """Register reads from the anchor on, statuses fixed where a finite successor exists."""
+    return (
+        energy.pipe(_lookup, meters, ("_k0", "_last"))
+        .filter(pl.col("_k0").is_null() | (pl.col("ts") >= pl.col("_k0")))
+        .with_columns(
+            pl.when(pl.col("ts") < pl.col("_last"))
+            .then(pl.col("status"))
+            .otherwise(pl.lit(None, pl.UInt8))
+            .alias("fixed")
+        )
+    )
+
+
+def _carry_power(power: pl.LazyFrame, meters: pl.DataFrame) -> pl.LazyFrame:
+    """Power reads after the register anchor (register meters) or from the power anchor."""
+    return (
+        power.pipe(_lookup, meters, ("_k0", "_p0"))
+        .filter(
+            pl.when(pl.col("method") == "register")
+            .then(pl.col("_k0").is_null() | (pl.col("ts") > pl.col("_k0")))
+            .otherwise(pl.col("_p0").is_null() | (pl.col("ts") >= pl.col("_p0")))
+        )
+        .with_columns(pl.lit(None, pl.UInt8).alias("fixed"))
+    )

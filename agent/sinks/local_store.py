@@ -33,6 +33,7 @@ from agent.energy import (
     IntervalEngine,
     interval_energy,
 )
+from agent.energy.core import ENGINE as ENERGY_ENGINE
 from agent.energy.engine import CARRY_SCHEMA, MARKS_SCHEMA
 from agent.journal import JournalBatch
 from agent.logs import get_logger
@@ -182,9 +183,11 @@ class LocalStoreSink:
         for batch in page:
             if batch.kind == "readings" and batch.source.startswith(IMPORT_SOURCE_PREFIX):
                 # History: aggregated whole and on its own, it never disturbs live carry-over.
+                # In-memory engine: ordered float sums, so a re-run after a crash writes
+                # the same bits (the streaming default adds in thread order).
                 rows = interval_energy(
                     batch.frame.lazy(), engine.site, self.config, with_rejected_counts=True
-                ).collect()
+                ).collect(engine=ENERGY_ENGINE)
                 store.write_intervals(rows, tag=f"{batch.seq:012d}-import")
                 self.intervals_written += rows.height
                 self._note(rows)
