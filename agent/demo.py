@@ -89,6 +89,11 @@ class DemoView:
             return
         if time.monotonic() - self._last_energy_check < 5.0:
             return
+        if time.monotonic() - self.started < 600:
+            # Real rack-PDU registers count 0.1 kWh (~70 s of a 5 kW rack): over a few minutes
+            # the energy ratio is dominated by that resolution, so it is not shown yet.
+            self._since_start = "— (after 10 min: PDU registers count 0.1 kWh steps)"
+            return
         self._last_energy_check = time.monotonic()
         self._since_start = await asyncio.to_thread(_energy_pue, self.store_root, ctx.site)
 

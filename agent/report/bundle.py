@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import zstandard
 
 from agent.keys import SigningKey, public_key_pem
 from agent.report.adapters import KPI_ENGINE, compute_kpis, evaluate_findings
@@ -198,10 +199,20 @@ def compute_bundle_kpis(
     return kpis, history_kpis, daily_breakdown(month_rows, site)
 
 
-def _write_csv(intervals: pl.LazyFrame, history: pl.LazyFrame, work: Path) -> None:
-    iso = "%Y-%m-%dT%H:%M:%SZ"
-    for source, target in ((intervals, INTERVALS_CSV), (history, HISTORY_CSV)):
-        source.sink_csv(work / target, datetime_format=iso, compression="zstd")
+#: zstd level of the CSV copies: level 1 is ~2 % larger than 3 and a third cheaper.
+CSV_ZSTD_LEVEL = 1
+_ISO = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def _write_csv(source: pl.LazyFrame, target: Path) -> None:
+    """``source`` as zstd CSV: UTC ISO 8601 times, floats in their shortest exact form.
+
+    Polars streams the formatting into a ``zstandard`` writer whose compression runs on
+    its own threads, beside the formatting.
+    """
+    compressor = zstandard.ZstdCompressor(level=CSV_ZSTD_LEVEL, threads=-1)
+    with target.open("wb") as raw, compressor.stream_writer(raw, closefd=False) as packed:
+        source.sink_csv(packed, datetime_format=_ISO)
 
 
 def _write_json(path: Path, document: Any) -> None:
@@ -263,9 +274,14 @@ def build_bundle(
     month_rows.sink_parquet(work / INTERVALS, compression="lz4", statistics=True)
     stages.done("intervals.parquet")
     intervals = pl.scan_parquet(work / INTERVALS)
+    # The CSV copies are written from the bundled Parquet in a thread: Polars and zstd
+    # release the GIL, so they overlap the roll-ups, KPIs and the (Python) charts and PDFs.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-csv")
+    csv_jobs = [pool.submit(_write_csv, intervals, work / INTERVALS_CSV)] if request.csv else []
     hourly = hourly_rollup(intervals, site)
     stages.done("hourly roll-up")
     if hourly.height == 0:
+        pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(work, ignore_errors=True)
         raise BundleError(f"no interval data for {site.id} in {month}")
     history_source = (
@@ -279,10 +295,8 @@ def build_bundle(
     ).sink_parquet(work / HISTORY, compression="zstd")
     history = pl.scan_parquet(work / HISTORY)
     stages.done("history")
-    # The CSV copies run in a thread: Polars releases the GIL, so writing them overlaps the
-    # (single-threaded, Python) chart and PDF rendering below.
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-csv")
-    csv_done = pool.submit(_write_csv, intervals, history, work) if request.csv else None
+    if request.csv:
+        csv_jobs.append(pool.submit(_write_csv, history, work / HISTORY_CSV))
     pool.shutdown(wait=False)
 
     green = request.green
@@ -362,8 +376,8 @@ def build_bundle(
         render_pdf(html, work / pdf_name)
 
     stages.done("html and pdf")
-    if csv_done is not None:
-        csv_done.result()
+    for job in csv_jobs:
+        job.result()
     stages.done("csv (waited)")
     files = []
     for rel in bundle_files(work):

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import polars as pl
 import typer
 
 from agent import keys
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from agent.report.bundle import BundleResult
+    from agent.settings import AgentSettings
+
+__all__ = ["ReportError", "register", "run_report"]
 
 _ConfigOption = Annotated[
     Path | None,
@@ -20,6 +25,84 @@ _ConfigOption = Annotated[
 _StateDirOption = Annotated[
     Path | None, typer.Option("--state-dir", help="Override the state directory.")
 ]
+
+
+class ReportError(RuntimeError):
+    """The report cannot be built (the message says why)."""
+
+
+def run_report(
+    settings: AgentSettings,
+    month: str,
+    *,
+    langs: Sequence[Literal["zh", "en"]] = ("zh", "en"),
+    out_dir: Path = Path(),
+    green: Path | None = None,
+    coverage_threshold: float = 0.95,
+    policies_dir: Path | None = None,
+    overwrite: bool = False,
+    csv: bool = True,
+) -> tuple[BundleResult, str]:
+    """What ``pue-agent report`` does (the benchmark calls this too).
+
+    Returns:
+        The bundle and the signing key's fingerprint.
+
+    Raises:
+        ReportError: no site model, a bad month, no usable key, or a bundle error.
+    """
+    from agent.pipeline import load_site_for  # noqa: PLC0415
+    from agent.report.bundle import (  # noqa: PLC0415
+        HISTORY_MONTHS,
+        BundleError,
+        ReportRequest,
+        build_bundle,
+    )
+    from agent.report.periods import MonthError, month_bounds, shift_month  # noqa: PLC0415
+    from agent.report.render import FontError  # noqa: PLC0415
+    from agent.report.sources import (  # noqa: PLC0415
+        journal_summary,
+        month_intervals,
+        read_history,
+    )
+
+    site = load_site_for(settings)
+    if site is None:
+        raise ReportError("no site model configured: a report needs one (site_file or [site])")
+    try:
+        start, end = month_bounds(month, site.timezone)
+        history_start, _ = month_bounds(shift_month(month, -HISTORY_MONTHS), site.timezone)
+    except MonthError as exc:
+        raise ReportError(str(exc)) from exc
+    try:
+        key = keys.load_signing_key(settings)
+    except keys.SigningKeyError as exc:
+        raise ReportError(str(exc)) from exc
+    store = settings.state_dir / "store"
+    journal = (
+        journal_summary(settings.journal_path, start, end)
+        if settings.journal_path.is_file()
+        else None
+    )
+    ledger = pl.DataFrame(json.loads(green.read_text(encoding="utf-8"))) if green else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with month_intervals(store, start, end) as intervals:
+        request = ReportRequest(
+            site=site,
+            month=month,
+            intervals=intervals,
+            history=read_history(store, history_start, start),
+            green=ledger,
+            journal=journal,
+            coverage_threshold=coverage_threshold,
+            policies_dir=policies_dir,
+            csv=csv,
+        )
+        try:
+            result = build_bundle(request, key, out_dir, langs, overwrite=overwrite)
+        except (BundleError, FontError) as exc:
+            raise ReportError(str(exc)) from exc
+    return result, key.fingerprint
 
 
 def report(
@@ -43,62 +126,27 @@ def report(
 ) -> None:
     """Build the signed monthly report bundle (directory and .zip) for auditors."""
     from agent.cli import fail, out, settings_or_exit  # noqa: PLC0415
-    from agent.pipeline import load_site_for  # noqa: PLC0415
-    from agent.report.bundle import (  # noqa: PLC0415
-        HISTORY_MONTHS,
-        BundleError,
-        ReportRequest,
-        build_bundle,
-    )
-    from agent.report.periods import MonthError, month_bounds, shift_month  # noqa: PLC0415
-    from agent.report.render import FontError  # noqa: PLC0415
-    from agent.report.sources import (  # noqa: PLC0415
-        journal_summary,
-        read_history,
-        read_intervals,
-    )
 
     settings = settings_or_exit(config, state_dir)
-    site = load_site_for(settings)
-    if site is None:
-        raise fail("no site model configured: a report needs one (site_file or [site])")
-    try:
-        start, end = month_bounds(month, site.timezone)
-        history_start, _ = month_bounds(shift_month(month, -HISTORY_MONTHS), site.timezone)
-    except MonthError as exc:
-        raise fail(str(exc)) from exc
-    try:
-        key = keys.load_signing_key(settings)
-    except keys.SigningKeyError as exc:
-        raise fail(str(exc)) from exc
-    store = settings.state_dir / "store"
-    journal = (
-        journal_summary(settings.journal_path, start, end)
-        if settings.journal_path.is_file()
-        else None
-    )
-    ledger = pl.DataFrame(json.loads(green.read_text(encoding="utf-8"))) if green else None
-    request = ReportRequest(
-        site=site,
-        month=month,
-        intervals=read_intervals(store, start, end),
-        history=read_history(store, history_start, start),
-        green=ledger,
-        journal=journal,
-        coverage_threshold=coverage_threshold,
-        policies_dir=policies_dir,
-        csv=csv,
-    )
     langs: tuple[Literal["zh", "en"], ...] = ("zh", "en") if lang == "both" else (lang,)
-    out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        result = build_bundle(request, key, out_dir, langs, overwrite=overwrite)
-    except (BundleError, FontError) as exc:
+        result, fingerprint = run_report(
+            settings,
+            month,
+            langs=langs,
+            out_dir=out_dir,
+            green=green,
+            coverage_threshold=coverage_threshold,
+            policies_dir=policies_dir,
+            overwrite=overwrite,
+            csv=csv,
+        )
+    except ReportError as exc:
         raise fail(str(exc)) from exc
     out.print(f"bundle: {result.directory}", highlight=False, markup=False)
     if result.zip_path is not None:
         out.print(f"zip: {result.zip_path}", highlight=False, markup=False)
-    out.print(f"signed by key {key.fingerprint}", highlight=False, markup=False)
+    out.print(f"signed by key {fingerprint}", highlight=False, markup=False)
 
 
 def verify(

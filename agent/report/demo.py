@@ -10,7 +10,7 @@ from agent import keys
 from agent.pipeline import load_site_for
 from agent.report.bundle import HISTORY_MONTHS, ReportRequest, build_bundle
 from agent.report.periods import month_bounds, shift_month
-from agent.report.sources import journal_summary, read_history, read_intervals
+from agent.report.sources import journal_summary, month_intervals, read_history
 from agent.report.verify import verify_bundle
 from agent.settings import AgentSettings
 
@@ -32,17 +32,18 @@ def write_demo_report(settings: AgentSettings, month: str, *, console: Console) 
     start, end = month_bounds(month, site.timezone)
     history_start, _ = month_bounds(shift_month(month, -HISTORY_MONTHS), site.timezone)
     store = settings.state_dir / "store"
-    request = ReportRequest(
-        site=site,
-        month=month,
-        intervals=read_intervals(store, start, end),
-        history=read_history(store, history_start, start),
-        journal=journal_summary(settings.journal_path, start, end),
-        csv=True,
-    )
     out_dir = settings.state_dir / "reports"
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = build_bundle(request, key, out_dir, ("zh", "en"), overwrite=True)
+    with month_intervals(store, start, end) as intervals:
+        request = ReportRequest(
+            site=site,
+            month=month,
+            intervals=intervals,
+            history=read_history(store, history_start, start),
+            journal=journal_summary(settings.journal_path, start, end),
+            csv=True,
+        )
+        result = build_bundle(request, key, out_dir, ("zh", "en"), overwrite=True)
     bundle = result.zip_path or result.directory
     # Verify as an auditor would: with the public key handed over as a file.
     public_file = out_dir / f"{site.id}-signing-key.pub.pem"

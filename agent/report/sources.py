@@ -8,9 +8,12 @@ fallbacks here are used (and say so).
 from __future__ import annotations
 
 import importlib
+import shutil
 import sqlite3
-from collections.abc import Iterable
-from datetime import datetime
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from agent.site import Site
 __all__ = [
     "batch_hashes",
     "journal_summary",
+    "month_intervals",
     "read_history",
     "read_intervals",
     "rederive_intervals",
@@ -48,12 +52,137 @@ def read_intervals(store_root: Path, start: datetime, end: datetime) -> pl.LazyF
         )
 
 
+def _utc_months(start: datetime, end: datetime) -> list[str]:
+    first, last = start.astimezone(UTC), (end - timedelta(microseconds=1)).astimezone(UTC)
+    index, stop = first.year * 12 + first.month - 1, last.year * 12 + last.month - 1
+    return [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(index, stop + 1)]
+
+
+def _overlap_clusters(ranges: pl.DataFrame) -> list[list[str]]:
+    """Parts grouped so that no two groups share an ``interval_start`` value.
+
+    ``ranges``: one row per part (``_file``, ``lo``, ``hi``: its first and last
+    interval_start in the period). Parts whose [lo, hi] ranges overlap, directly or
+    through a chain, form one group; groups keep file name order inside.
+    """
+    clusters: list[list[str]] = []
+    high: datetime | None = None
+    for row in ranges.sort("lo", "_file").iter_rows(named=True):
+        if high is not None and row["lo"] <= high:
+            clusters[-1].append(row["_file"])
+            high = max(high, row["hi"])
+        else:
+            clusters.append([row["_file"]])
+            high = row["hi"]
+    return [sorted(c) for c in clusters]
+
+
+@contextmanager
+def month_intervals(store_root: Path, start: datetime, end: datetime) -> Iterator[pl.LazyFrame]:
+    """The period's interval rows, de-duplicated like ``IntervalStore.read_intervals``.
+
+    Streams instead of sorting the whole period in memory (89 M rows for 2,000 meters
+    at one minute would need ~8 GB). Same rows as ``read_intervals``: one per
+    ``(meter, interval_start)``, from the latest part in file name order. How, from the
+    store layout (``docs/interval-store.md``):
+
+    * each part's first and last ``interval_start`` in the period are read (one
+      streaming pass over that column);
+    * a part whose range overlaps no other part's cannot share a key with another part,
+      so its rows are passed through as they are: every writer (aggregator page,
+      import, compaction) writes one row per meter and interval into a part;
+    * parts whose ranges overlap are de-duplicated exactly as ``read_intervals`` does,
+      one UTC day at a time (a key never spans two days), into temporary Parquet
+      files that live until the context exits.
+
+    Rows come in store order (parts by time, each sorted by meter and start), not
+    sorted over the whole period: that sort is what costs the memory.
+
+    Falls back to :func:`read_intervals` when the store has no interval parts laid out
+    as documented.
+    """
+    base = store_root / "intervals"
+    files = [
+        str(f)
+        for m in _utc_months(start, end)
+        for f in sorted((base / f"month={m}").glob("part-*.parquet"))
+    ]
+    if not files:
+        yield read_intervals(store_root, start, end)
+        return
+    in_period = (pl.col("interval_start") >= start) & (pl.col("interval_start") < end)
+    ranges = (
+        pl.scan_parquet(files, include_file_paths="_file")
+        .select("_file", "interval_start")
+        .filter(in_period)
+        .group_by("_file")
+        .agg(pl.col("interval_start").min().alias("lo"), pl.col("interval_start").max().alias("hi"))
+        .collect(engine="streaming")
+    )
+    names = INTERVAL_SCHEMA.names()
+    spool = Path(tempfile.mkdtemp(prefix="pue-report-dedupe-"))
+    try:
+        pieces: list[pl.LazyFrame] = []
+        run: list[str] = []
+
+        def flush() -> None:
+            if run:
+                pieces.append(pl.scan_parquet(list(run)).filter(in_period).select(names))
+                run.clear()
+
+        bounds = {r["_file"]: (r["lo"], r["hi"]) for r in ranges.iter_rows(named=True)}
+        for cluster in _overlap_clusters(ranges):
+            if len(cluster) == 1:
+                run.append(cluster[0])
+                continue
+            flush()
+            lo = min(bounds[f][0] for f in cluster)
+            hi = max(bounds[f][1] for f in cluster)
+            day = lo.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            while day <= hi:
+                window = (pl.col("interval_start") >= max(day, start)) & (
+                    pl.col("interval_start") < min(day + timedelta(days=1), end)
+                )
+                target = spool / f"{len(pieces):06d}.parquet"
+                (
+                    pl.scan_parquet(cluster, include_file_paths="_file")
+                    .filter(window)
+                    .sort("_file", maintain_order=True)
+                    .unique(["meter", "interval_start"], keep="last", maintain_order=True)
+                    .select(names)
+                    .sort("meter", "interval_start")
+                    .sink_parquet(target, compression="lz4")
+                )
+                pieces.append(pl.scan_parquet(target))
+                day += timedelta(days=1)
+        flush()
+        yield pl.concat(pieces, how="vertical") if pieces else pl.LazyFrame(schema=INTERVAL_SCHEMA)
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+
+
 def read_history(store_root: Path, start: datetime, end: datetime) -> pl.LazyFrame:
-    """The months before the report: the store's hourly roll-ups when it keeps them.
+    """The months before the report: the rows of the store's hourly roll-up parts.
 
     Reading 22 months of base intervals would be ~20x the month itself; the bundle
-    keeps daily roll-ups of history anyway, so the hourly ones lose nothing.
+    keeps daily roll-ups of history anyway, so the hourly ones lose nothing. The parts
+    are scanned as they are, *not* summed per hour across parts first
+    (``IntervalStore.read_hourly`` does that with a 32-million-group hash table for
+    2,000 meters, ~8 GiB): the bundle's daily roll-up sums them per meter and local day
+    anyway, to the same energy, coverage and flags. Falls back to ``read_hourly`` (or
+    the base intervals) when the store has no hourly parts laid out as documented.
     """
+    files = [
+        f
+        for m in _utc_months(start, end)
+        for f in sorted((store_root / "hourly" / f"month={m}").glob("part-*.parquet"))
+    ]
+    if files:
+        return (
+            pl.scan_parquet(files)
+            .filter((pl.col("interval_start") >= start) & (pl.col("interval_start") < end))
+            .select(INTERVAL_SCHEMA.names())
+        )
     try:
         store_module = importlib.import_module("agent.store")
         store = store_module.IntervalStore(store_root)
