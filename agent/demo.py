@@ -49,6 +49,7 @@ class DemoView:
     devices_by_source: dict[str, set[str]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     _since_start: str = "—"
+    _stored: dict[str, str] = field(default_factory=dict)
     _last_energy_check: float = 0.0
 
     def describe(self) -> str:
@@ -84,17 +85,18 @@ class DemoView:
                     await asyncio.wait_for(ctx.new_data.wait(), timeout=1.0)
 
     async def _refresh_energy(self, ctx: ConsumerContext) -> None:
-        """PUE over the run so far, as a ratio of summed interval energies from the store."""
+        """Figures from the store: energy PUE so far, today's PUE, REF, findings."""
         if self.store_root is None or ctx.site is None:
             return
         if time.monotonic() - self._last_energy_check < 5.0:
             return
+        self._last_energy_check = time.monotonic()
+        self._stored = await asyncio.to_thread(_stored_figures, self.store_root, ctx.site)
         if time.monotonic() - self.started < 600:
             # Real rack-PDU registers count 0.1 kWh (~70 s of a 5 kW rack): over a few minutes
             # the energy ratio is dominated by that resolution, so it is not shown yet.
             self._since_start = "— (after 10 min: PDU registers count 0.1 kWh steps)"
             return
-        self._last_energy_check = time.monotonic()
         self._since_start = await asyncio.to_thread(_energy_pue, self.store_root, ctx.site)
 
     def _render(self, ctx: ConsumerContext) -> Group:
@@ -104,13 +106,17 @@ class DemoView:
         table = Table(title=f"pue-agent demo — {site.name if site else '?'}", show_header=False)
         table.add_column("what", style="bold")
         table.add_column("value", justify="right")
-        snap = self.latest.snapshot() if self.latest else None
+        snap = self.latest.snapshot(stale_after_s=30.0) if self.latest else None
         if snap is not None:
             pue = f"{snap.pue_realtime:.3f}" if snap.pue_realtime else "—"
             table.add_row("PUE (realtime, power ratio)", pue)
             table.add_row("PUE (interval energy since start)", self._since_start)
+            for label, value in self._stored.items():
+                table.add_row(label, value)
             table.add_row("as of (UTC)", str(snap.as_of)[:19] if snap.as_of else "—")
             table.add_row("meters reporting", f"{snap.meters_reporting}/{snap.meters_total}")
+            if snap.stale_meters:
+                table.add_row("meters silent > 30 s", ", ".join(snap.stale_meters[:6]))
             for role in _ROLE_ORDER:
                 if role in snap.power_by_role_w:
                     table.add_row(f"power {role}", f"{snap.power_by_role_w[role] / 1000:,.1f} kW")
@@ -141,6 +147,35 @@ def _energy_pue(store_root: Path, site: Site) -> str:
     except KeyError:
         return "— (not every meter has a closed interval yet)"
     return f"{e_dc / e_it:.3f} (E_DC {e_dc:,.2f} kWh / E_IT {e_it:,.2f} kWh)" if e_it else "—"
+
+
+def _kpi_text(kpis: pl.DataFrame, kind: str, metric: str, digits: int = 3) -> str:
+    rows = kpis.filter((pl.col("period_kind") == kind) & (pl.col("metric") == metric))
+    if rows.height == 0:
+        return "— (not computed yet)"
+    row = rows.sort("period_start").row(-1, named=True)
+    coverage = f"coverage {row['coverage']:.0%}" if row["coverage"] is not None else ""
+    if row["status"] != "ok" or row["value"] is None:
+        return f"insufficient data ({coverage}, {row['period']})"
+    category = f", category {row['category']}" if row["category"] is not None else ""
+    return f"{row['value']:.{digits}f} ({row['period']}{category}, {coverage})"
+
+
+def _stored_figures(store_root: Path, site: Site) -> dict[str, str]:
+    """Today's PUE, the month's REF and the findings, as the aggregator last stored them."""
+    from agent.store import IntervalStore  # noqa: PLC0415
+
+    store = IntervalStore(store_root)
+    month = datetime.now(site.zone).strftime("%Y-%m")
+    kpis = store.read_kpis(month=month)
+    findings = store.read_findings(month=month)
+    counts = Counter(findings["result"].to_list()) if findings.height else Counter()
+    summary = ", ".join(f"{n} {result}" for result, n in sorted(counts.items())) or "—"
+    return {
+        "PUE today (local day, energy)": _kpi_text(kpis, "day", "pue"),
+        "REF / green share (month)": _kpi_text(kpis, "month", "ref", 2),
+        f"rule findings {month}": summary,
+    }
 
 
 def demo_settings(
@@ -227,7 +262,7 @@ async def run_demo(
             collectors=[{"kind": "sim", "name": "sim", "pdus": pdus, "interval_s": interval_s}],
         )
     view = DemoView(console=console, store_root=settings.state_dir / "store")
-    store = build_consumer("local_store", "local_store", {}, settings)
+    store = build_consumer("local_store", "local_store", {"kpi_refresh_s": 10.0}, settings)
     try:
         committed = await _run_agent(settings, [view, store], seconds=seconds)
     finally:

@@ -8,7 +8,7 @@ dashboard and is always labelled ``realtime``; it is never a period PUE
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import polars as pl
 
@@ -28,6 +28,8 @@ class RealtimeSnapshot:
     meters_reporting: int
     meters_total: int
     as_of: datetime | None
+    #: Meters whose last power reading is older than ``stale_after_s`` before ``as_of``.
+    stale_meters: list[str] = field(default_factory=list)
     label: str = "realtime"
 
 
@@ -72,7 +74,7 @@ class LatestPower:
                 .agg(pl.col("ts").last(), pl.col("value").last())
             )
 
-    def snapshot(self) -> RealtimeSnapshot:
+    def snapshot(self, stale_after_s: float = 60.0) -> RealtimeSnapshot:
         """Compute the real-time PUE and power by role from what is known now."""
         values = dict(
             zip(self._latest["meter"].to_list(), self._latest["value"].to_list(), strict=True)
@@ -90,6 +92,10 @@ class LatestPower:
             if meter.id in values and meter.role is not MeterRole.MONITOR:
                 by_role[meter.role.value] = by_role.get(meter.role.value, 0.0) + values[meter.id]
         as_of = self._latest["ts"].max() if self._latest.height else None
+        stale: list[str] = []
+        if isinstance(as_of, datetime):
+            cutoff = as_of - timedelta(seconds=stale_after_s)
+            stale = sorted(self._latest.filter(pl.col("ts") < cutoff)["meter"].to_list())
         return RealtimeSnapshot(
             pue_realtime=(e_dc / e_it) if e_dc is not None and e_it else None,
             e_dc_power_w=e_dc,
@@ -98,4 +104,5 @@ class LatestPower:
             meters_reporting=len(values),
             meters_total=self._meters.height,
             as_of=as_of if isinstance(as_of, datetime) else None,
+            stale_meters=stale,
         )

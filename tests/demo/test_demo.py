@@ -33,6 +33,11 @@ def test_demo_one_minute_over_snmp_mqtt_redfish_then_a_verified_report(tmp_path:
     assert re.search(r"readings via snmp\s*│\s*[\d,]+ from 8 devices", out)
     assert re.search(r"readings via mqtt\s*│\s*[\d,]+ from 10 devices", out)
     assert "journal verified OK" in out
+    # Today's PUE and the month's REF come from the store: a one-minute day is honestly
+    # "insufficient data", never a number built on 0 % coverage.
+    assert re.search(r"PUE today \(local day, energy\)\s*│\s*insufficient data", out)
+    assert "REF / green share (month)" in out
+    assert re.search(r"rule findings \d{4}-\d{2}\s*│\s*\d+ ", out)
     realtime = float(out.split("PUE (realtime, power ratio)")[-1].split("│")[1].strip())
     assert 1.2 <= realtime <= 1.4
 
