@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 import polars as pl
 
-from agent.kpi.periods import month_bounds, shift_month, ttm_bounds
+from agent.kpi.periods import month_bounds, shift_month, ttm_bounds, whole_hour_offsets
 from agent.schemas import KPI_SCHEMA, KpiStatus, PeriodKind
 from agent.site import MeterRole, Site
 
@@ -119,15 +118,6 @@ def _with_covered(rows: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _whole_hour_offsets(timezone: str) -> bool:
-    zone = ZoneInfo(timezone)
-    for month in (1, 4, 7, 10):
-        offset = datetime(2026, month, 15, tzinfo=UTC).astimezone(zone).utcoffset()
-        if offset is not None and offset.total_seconds() % 3600:
-            return False
-    return True
-
-
 def _roll(rows: pl.LazyFrame, kind: PeriodKind, timezone: str) -> pl.LazyFrame:
     """Sum meter rows into local calendar periods of ``kind``.
 
@@ -137,7 +127,7 @@ def _roll(rows: pl.LazyFrame, kind: PeriodKind, timezone: str) -> pl.LazyFrame:
     if kind is PeriodKind.INTERVAL:
         return rows
     every = _EVERY[kind]
-    if kind is PeriodKind.HOUR and _whole_hour_offsets(timezone):
+    if kind is PeriodKind.HOUR and whole_hour_offsets(timezone):
         # Local hours are UTC hours here: skip the (slow) per-row zone conversion.
         key = pl.col("interval_start").dt.truncate("1h")
         end = pl.col("_key") + pl.duration(hours=1)

@@ -6,7 +6,14 @@ import re
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-__all__ = ["PeriodError", "month_bounds", "parse_month", "shift_month", "ttm_bounds"]
+__all__ = [
+    "PeriodError",
+    "month_bounds",
+    "parse_month",
+    "shift_month",
+    "ttm_bounds",
+    "whole_hour_offsets",
+]
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -49,3 +56,13 @@ def ttm_bounds(label: str, timezone: str) -> tuple[datetime, datetime]:
     start, _ = month_bounds(shift_month(label, -11), timezone)
     _, end = month_bounds(label, timezone)
     return start, end
+
+
+def whole_hour_offsets(timezone: str) -> bool:
+    """Whether the zone's UTC offsets are whole hours (then hourly roll-ups give the same sums)."""
+    zone = ZoneInfo(timezone)
+    for month in (1, 4, 7, 10):
+        offset = datetime(2026, month, 15, tzinfo=UTC).astimezone(zone).utcoffset()
+        if offset is not None and offset.total_seconds() % 3600:
+            return False
+    return True

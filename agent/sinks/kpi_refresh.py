@@ -24,6 +24,7 @@ import polars as pl
 
 from agent.green import GreenLedger, GreenLedgerError
 from agent.kpi import compute_kpis, kpi_choices, month_bounds, ttm_bounds
+from agent.kpi.periods import whole_hour_offsets
 from agent.logs import get_logger
 from agent.schemas import INTERVAL_SCHEMA, PeriodKind
 from agent.site import Site
@@ -35,19 +36,6 @@ _log = get_logger("aggregator")
 
 #: Period kinds refreshed live (what the InfluxDB and MQTT sinks publish).
 LIVE_KINDS: tuple[PeriodKind, ...] = (PeriodKind.DAY, PeriodKind.MONTH, PeriodKind.TTM)
-
-
-def _whole_hour_offsets(timezone: str) -> bool:
-    """Whether the zone's offsets are whole hours (then hourly roll-ups give the same sums)."""
-    from datetime import UTC, datetime  # noqa: PLC0415
-    from zoneinfo import ZoneInfo  # noqa: PLC0415
-
-    zone = ZoneInfo(timezone)
-    for month in (1, 4, 7, 10):
-        offset = datetime(2026, month, 15, tzinfo=UTC).astimezone(zone).utcoffset()
-        if offset is not None and offset.total_seconds() % 3600:
-            return False
-    return True
 
 
 @dataclass
@@ -109,7 +97,7 @@ class KpiRefresher:
         m_start, _ = month_bounds(month, self.site.timezone)
         rows = (
             self.store.read_hourly(t_start, m_start)
-            if _whole_hour_offsets(self.site.timezone)
+            if whole_hour_offsets(self.site.timezone)
             else self.store.read_intervals(t_start, m_start)
         )
         span_us = (m_start - t_start).total_seconds() * 1e6
@@ -146,7 +134,7 @@ class KpiRefresher:
 
     def _month_rows(self, month: str) -> pl.LazyFrame:
         m_start, m_end = month_bounds(month, self.site.timezone)
-        if _whole_hour_offsets(self.site.timezone):
+        if whole_hour_offsets(self.site.timezone):
             return self.store.read_hourly(m_start, m_end)
         return self.store.read_intervals(m_start, m_end)
 
