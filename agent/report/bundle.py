@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 import zipfile
@@ -201,18 +202,81 @@ def compute_bundle_kpis(
 
 #: zstd level of the CSV copies: level 1 is ~2 % larger than 3 and a third cheaper.
 CSV_ZSTD_LEVEL = 1
+#: Level 1 with a 128 KiB window and a 1,024-entry hash table (level 1: 512 KiB, 16,384)
+#: that stays in the CPU cache: on interval CSV, ~20 % less CPU and ~12 % smaller (the
+#: rows repeat at short range). Any zstd decoder reads it.
+_CSV_ZSTD_PARAMS = zstandard.ZstdCompressionParameters.from_level(
+    CSV_ZSTD_LEVEL, window_log=17, hash_log=10, threads=-1
+)
 _ISO = "%Y-%m-%dT%H:%M:%SZ"
+#: One minute in each Datetime time unit (the grid the interval timestamps lie on).
+_MINUTE = {"ns": 60_000_000_000, "us": 60_000_000, "ms": 60_000}
+#: A text field Polars quotes (``quote_style="necessary"``): empty, or holding , " CR LF.
+_NEEDS_QUOTES = r'^$|[,"\r\n]'
+
+
+def _format_times(column: pl.Series) -> pl.Series:
+    """A Datetime column as ``_ISO`` text, or unchanged when the shortcut does not apply.
+
+    Formatting each timestamp is most of the cost of the CSV, and a batch of interval
+    rows holds few distinct minutes: when every timestamp of the column lies on a whole
+    minute and the batch spans no more minutes than it has rows, each minute of the span
+    is formatted once and the column is a lookup into that table (the same text that
+    ``datetime_format`` gives). Otherwise (nulls, seconds, long spans) Polars formats it.
+    """
+    dtype = column.dtype
+    if not isinstance(dtype, pl.Datetime) or column.len() == 0 or column.null_count():
+        return column
+    unit = _MINUTE[dtype.time_unit]
+    ints = column.to_physical()
+    lo, hi = ints.min(), ints.max()
+    assert isinstance(lo, int) and isinstance(hi, int)
+    if (hi - lo) // unit >= column.len() or not (ints % unit == 0).all():
+        return column
+    table = pl.int_range(lo, hi + 1, unit, dtype=pl.Int64, eager=True).cast(dtype)
+    return table.dt.strftime(_ISO).gather((ints - lo) // unit).alias(column.name)
+
+
+def _csv_batch(batch: pl.DataFrame) -> tuple[pl.DataFrame, bool]:
+    """``batch`` with its times as text, and whether no field of it needs quotes.
+
+    Polars checks every text field for characters that need quoting; when none can
+    (checked once per run of equal values: the rows are sorted by meter), the batch is
+    written with ``quote_style="never"``, which gives the same text for less work.
+    """
+    plain = not any(re.search(_NEEDS_QUOTES, name) for name in batch.columns)
+    for name, dtype in batch.schema.items():
+        if not plain:
+            break
+        if dtype == pl.String:
+            runs = batch.get_column(name).rle().struct.field("value")
+            plain = not runs.str.contains(_NEEDS_QUOTES).any()
+        elif not (dtype.is_numeric() or isinstance(dtype, pl.Datetime)):
+            plain = False
+    return batch.with_columns(_format_times(column) for column in batch.iter_columns()), plain
 
 
 def _write_csv(source: pl.LazyFrame, target: Path) -> None:
     """``source`` as zstd CSV: UTC ISO 8601 times, floats in their shortest exact form.
 
-    Polars streams the formatting into a ``zstandard`` writer whose compression runs on
-    its own threads, beside the formatting.
+    Polars streams the rows in batches (memory stays flat); each batch is formatted
+    (times through :func:`_format_times`) and handed to a ``zstandard`` writer whose
+    compression runs on its own threads, beside the formatting.
     """
-    compressor = zstandard.ZstdCompressor(level=CSV_ZSTD_LEVEL, threads=-1)
+    compressor = zstandard.ZstdCompressor(compression_params=_CSV_ZSTD_PARAMS)
     with target.open("wb") as raw, compressor.stream_writer(raw, closefd=False) as packed:
-        source.sink_csv(packed, datetime_format=_ISO)
+        header = True
+        for batch in source.collect_batches():
+            text, plain = _csv_batch(batch)
+            text.write_csv(
+                packed,
+                include_header=header,
+                datetime_format=_ISO,
+                quote_style="never" if plain else "necessary",
+            )
+            header = False
+        if header:  # no rows: the header alone, as sink_csv writes it
+            pl.DataFrame(schema=source.collect_schema()).write_csv(packed)
 
 
 def _write_json(path: Path, document: Any) -> None:

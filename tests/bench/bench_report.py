@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import resource
 import subprocess
 import sys
@@ -87,6 +88,13 @@ def _peak_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system, all threads) of this process: unlike the wall time,
+    it does not depend on what else runs on the machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _child_report(work: Path, out: Path, csv: bool) -> None:
     logging.basicConfig(level=logging.DEBUG, format="%(message)s", stream=sys.stderr)
     for noisy in ("matplotlib", "fontTools", "weasyprint", "PIL"):
@@ -95,10 +103,15 @@ def _child_report(work: Path, out: Path, csv: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
     key = keys.load_signing_key(settings)
     (out / "bench.pub.pem").write_text(keys.public_key_pem(key.public), encoding="ascii")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_s()
     run_report(settings, MONTH, langs=("zh", "en"), out_dir=out, overwrite=True, csv=csv)
-    elapsed = time.perf_counter() - t0
-    print(json.dumps({"seconds": round(elapsed, 1), "peak_gib": round(_peak_gib(), 2)}))
+    elapsed, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
+    figures = {
+        "seconds": round(elapsed, 1),
+        "cpu_s": round(cpu, 1),
+        "peak_gib": round(_peak_gib(), 2),
+    }
+    print(json.dumps(figures))
 
 
 def _child_verify(out: Path) -> None:
@@ -179,7 +192,8 @@ def main() -> None:
         seconds, peak = figures["seconds"], figures["peak_gib"]
         print(
             f"  report {seconds} s ({_verdict(seconds <= GOAL_REPORT_S)} <= {GOAL_REPORT_S:.0f} s),"
-            f" peak {peak} GiB ({_verdict(peak <= GOAL_PEAK_GIB)} <= {GOAL_PEAK_GIB:.0f} GiB)",
+            f" peak {peak} GiB ({_verdict(peak <= GOAL_PEAK_GIB)} <= {GOAL_PEAK_GIB:.0f} GiB),"
+            f" CPU {figures['cpu_s']} s, load average {os.getloadavg()[0]:.1f}",
             flush=True,
         )
         if extra:
