@@ -54,7 +54,8 @@ __all__ = [
 READS_SCHEMA = pl.Schema(
     {
         "mi": pl.UInt32(),
-        "track": pl.String(),
+        # An enum, not a string: gathered and compared as small integers.
+        "track": pl.Enum(["energy", "power"]),
         "ts": pl.Int64(),
         "value": pl.Float64(),
         "imported": pl.Boolean(),
@@ -150,7 +151,7 @@ def resolve_readings(readings: pl.LazyFrame, meters: pl.DataFrame) -> pl.LazyFra
     key = _point_key(devices, point_names)
     points = meters.select(
         key,
-        "track",
+        pl.col("track").cast(READS_SCHEMA["track"]),
         pl.col("meter").rank("dense").cast(pl.UInt32).sub(1).alias("mi"),
     )
     size = len(devices.categories) * len(point_names.categories)

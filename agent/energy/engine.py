@@ -98,30 +98,44 @@ def _ordered_track(reads: pl.LazyFrame, track: str) -> pl.LazyFrame:
     )
 
 
-def _prepare_batch(reads: pl.DataFrame, attributes: pl.DataFrame) -> pl.DataFrame:
-    """:func:`_prepare` for an in-memory batch, with a fast path for time-ordered input.
+def _track_status(
+    reads: pl.LazyFrame,
+    track: str,
+    attributes: pl.DataFrame,
+    config: EnergyConfig,
+    *,
+    assume_ordered: bool,
+) -> pl.LazyFrame:
+    """One track of an in-memory batch, prepared and with statuses, in one plan.
 
     Readings usually arrive in time order per meter (carried reads first, then the
     batch). Then a stable sort by ``mi`` alone already gives the ``(mi, ts)`` order (and
-    keeps repeated timestamps in arrival order, as the full sort does); this is checked,
-    and the full sort used when it does not hold.
+    keeps repeated timestamps in arrival order, as the full sort does). With
+    ``assume_ordered`` the plan sorts by ``mi`` only and reports in a constant
+    ``_ordered`` column whether that held (the caller re-runs with the full sort when it
+    did not); otherwise it sorts by ``mi, ts`` (``_ordered`` is then true).
     """
-    tracks = []
-    for track in ("energy", "power"):
-        rows = reads.filter(pl.col("track") == track).drop("track")
-        by_meter = rows.sort("mi", maintain_order=True)
-        same = pl.col("mi") == pl.col("mi").shift(1)
-        in_order = by_meter.select(
-            (~same | (pl.col("ts") >= pl.col("ts").shift(1))).fill_null(True).all()
-        ).item()
-        tracks.append(
-            (by_meter if in_order else rows.sort("mi", "ts", maintain_order=True))
-            .lazy()
-            .filter(~(same & (pl.col("ts") == pl.col("ts").shift(1))).fill_null(False))
-            .with_columns(pl.lit(track).alias("track"))
-            .pipe(_with_attributes, attributes)
+    rows = reads.filter(pl.col("track") == track).drop("track")
+    same = pl.col("mi") == pl.col("mi").shift(1)
+    if assume_ordered:
+        by_meter = rows.sort("mi", maintain_order=True).with_columns(
+            (~same | (pl.col("ts") >= pl.col("ts").shift(1)))
+            .fill_null(True)
+            .all()
+            .alias("_ordered")
         )
-    return pl.concat(tracks).collect(engine=ENGINE)
+    else:
+        by_meter = rows.sort("mi", "ts", maintain_order=True).with_columns(
+            pl.lit(True).alias("_ordered")
+        )
+    prepared = (
+        by_meter.filter(~(same & (pl.col("ts") == pl.col("ts").shift(1))).fill_null(False))
+        .with_columns(pl.lit(track).alias("track"))
+        .pipe(_with_attributes, attributes)
+    )
+    if track == "energy":
+        return register_status(prepared, config)
+    return power_status(prepared, config)
 
 
 def _prepare(reads: pl.LazyFrame, attributes: pl.DataFrame) -> pl.LazyFrame:
@@ -273,11 +287,29 @@ class IntervalEngine:
             .collect(engine=ENGINE)
         )
         self.late_readings += int(fresh["_late"].sum())
-        fresh = fresh.filter(~pl.col("_late")).select(READS_SCHEMA.names())
-        reads = pl.concat([self._to_mi(self.state.carry).select(READS_SCHEMA.names()), fresh])
-        prepared = _prepare_batch(reads, self._attributes)
-        # Statuses first: the parts and the horizons both start from them.
-        energy, power = pl.collect_all(_statuses(prepared.lazy(), self.config), engine=ENGINE)
+        reads = pl.concat(
+            [
+                self._to_mi(self.state.carry).select(READS_SCHEMA.names()).cast(READS_SCHEMA),
+                fresh.filter(~pl.col("_late")).select(READS_SCHEMA.names()),
+            ]
+        ).lazy()
+        # Ordering, repeated timestamps, attributes and statuses of both tracks: one plan.
+        energy, power = pl.collect_all(
+            [
+                _track_status(reads, track, self._attributes, self.config, assume_ordered=True)
+                for track in ("energy", "power")
+            ],
+            engine=ENGINE,
+        )
+        if not (_all_true(energy["_ordered"]) and _all_true(power["_ordered"])):
+            energy, power = pl.collect_all(
+                [
+                    _track_status(reads, track, self._attributes, self.config, assume_ordered=False)
+                    for track in ("energy", "power")
+                ],
+                engine=ENGINE,
+            )
+        energy, power = energy.drop("_ordered"), power.drop("_ordered")
         parts, horizons = pl.collect_all(
             [
                 _parts(energy.lazy(), power.lazy(), self.config),
@@ -298,15 +330,14 @@ class IntervalEngine:
             )
             .drop("cut_us", "new_cut")
         )
-        out = to_interval_schema(emitted, self._attributes.lazy(), interval_us).collect(
-            engine=ENGINE
+        out, anchors = pl.collect_all(
+            [
+                to_interval_schema(emitted, self._attributes.lazy(), interval_us),
+                _anchors(energy.lazy(), power.lazy(), meters),
+            ],
+            engine=ENGINE,
         )
-        meters = meters.join(
-            _anchors(energy.lazy(), power.lazy(), meters).collect(engine=ENGINE),
-            on="mi",
-            how="left",
-            maintain_order="left",
-        )
+        meters = meters.join(anchors, on="mi", how="left", maintain_order="left")
         carry = pl.concat(
             [
                 energy.lazy().pipe(_carry_energy, meters).select(READS_SCHEMA.names()),
@@ -331,6 +362,11 @@ class IntervalEngine:
             .select(MARKS_SCHEMA.names()),
         )
         return out.select(INTERVAL_STORE_SCHEMA.names())
+
+
+def _all_true(flags: pl.Series) -> bool:
+    """Whether a constant ``_ordered`` column is true (an empty frame is ordered)."""
+    return flags.is_empty() or bool(flags[0])
 
 
 def _lookup(frame: pl.LazyFrame, meters: pl.DataFrame, names: tuple[str, ...]) -> pl.LazyFrame:
