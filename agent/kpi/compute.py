@@ -14,6 +14,7 @@ denominator's.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -328,79 +329,18 @@ def _green_metrics(
     # Fossil: grid energy not covered by renewable attributes the site owns (the grid's
     # own non-fossil share is inside the emission factor, so it is not claimed twice).
     fossil = (e_dc - metered - doc).clip(lower_bound=0.0)
+    # Every row of this block shares the frame, site, period kind and threshold.
+    row = functools.partial(_rows, wide, site=site, kind=kind, threshold=thr)
     out = [
-        _rows(
-            wide,
-            site=site,
-            kind=kind,
-            metric="ref",
-            value=ref,
-            coverage=ren_cov,
-            unit="",
-            threshold=thr,
-        ),
-        _rows(
-            wide,
-            site=site,
-            kind=kind,
-            metric="ref_metered",
-            value=ref_metered,
-            coverage=ren_cov,
-            unit="",
-            threshold=thr,
-        ),
+        row(metric="ref", value=ref, coverage=ren_cov, unit=""),
+        row(metric="ref_metered", value=ref_metered, coverage=ren_cov, unit=""),
         # The documentary part is what the certificates/contracts add after the cap, so
         # ref_metered + ref_documentary == ref.
-        _rows(
-            wide,
-            site=site,
-            kind=kind,
-            metric="ref_documentary",
-            value=ref - ref_metered,
-            coverage=ren_cov,
-            unit="",
-            threshold=thr,
-        ),
-        _rows(
-            wide,
-            site=site,
-            kind=kind,
-            metric="e_renewable_metered_kwh",
-            value=metered,
-            coverage=ren_cov,
-            unit="kWh",
-            threshold=thr,
-        ),
-        _rows(
-            wide,
-            site=site,
-            kind=kind,
-            metric="e_renewable_documentary_kwh",
-            value=doc,
-            coverage=pl.lit(1.0),
-            unit="kWh",
-            threshold=thr,
-        ),
-        _rows(
-            wide,
-            site=site,
-            kind=kind,
-            metric="energy_fossil_kwh",
-            value=fossil,
-            coverage=ren_cov,
-            unit="kWh",
-            threshold=thr,
-        ),
-        _rows(
-            wide,
-            site=site,
-            kind=kind,
-            metric="energy_non_fossil_kwh",
-            value=e_dc - fossil,
-            coverage=ren_cov,
-            unit="kWh",
-            threshold=thr,
-        ),
+        row(metric="ref_documentary", value=ref - ref_metered, coverage=ren_cov, unit=""),
+        row(metric="e_renewable_metered_kwh", value=metered, coverage=ren_cov, unit="kWh"),
+        row(metric="e_renewable_documentary_kwh", value=doc, coverage=pl.lit(1.0), unit="kWh"),
+        row(metric="energy_fossil_kwh", value=fossil, coverage=ren_cov, unit="kWh"),
+        row(metric="energy_non_fossil_kwh", value=e_dc - fossil, coverage=ren_cov, unit="kWh"),
         # Our definition (PUE.md): share of E_DC whose origin a meter or certificate proves,
         # i.e. the time-coverage of E_DC's meters.
         _rows(
@@ -419,26 +359,8 @@ def _green_metrics(
     co2 = fossil * ef
     cue_cov = pl.min_horizontal(ren_cov, pl.col("cov_e_it"))
     out += [
-        _rows(
-            wide,
-            site=site,
-            kind=kind,
-            metric="co2_kg",
-            value=co2,
-            coverage=ren_cov,
-            unit="kgCO2",
-            threshold=thr,
-        ),
-        _rows(
-            wide,
-            site=site,
-            kind=kind,
-            metric="cue",
-            value=_safe_div(co2, pl.col("e_it")),
-            coverage=cue_cov,
-            unit="kgCO2/kWh",
-            threshold=thr,
-        ),
+        row(metric="co2_kg", value=co2, coverage=ren_cov, unit="kgCO2"),
+        row(metric="cue", value=_safe_div(co2, pl.col("e_it")), coverage=cue_cov, unit="kgCO2/kWh"),
     ]
     return out
 
