@@ -30,7 +30,7 @@ from pathlib import Path
 import polars as pl
 
 from agent.energy.core import INTERVAL_STORE_SCHEMA
-from agent.schemas import INTERVAL_SCHEMA, KPI_SCHEMA
+from agent.schemas import FINDING_SCHEMA, INTERVAL_SCHEMA, KPI_SCHEMA
 
 __all__ = ["IntervalStore", "StoreError", "atomic_write_bytes", "hourly_rollup"]
 
@@ -266,27 +266,52 @@ class IntervalStore:
 
     # -- KPIs ---------------------------------------------------------------------------------
 
-    def write_kpis(self, frame: pl.DataFrame, *, choices: dict[str, object] | None = None) -> None:
-        """Store KPI rows (replacing rows with the same site, kind, period and metric).
-
-        Rows are partitioned by the month their ``period`` label starts with.
-        """
-        missing = [c for c in KPI_SCHEMA.names() if c not in frame.columns]
+    def _upsert_monthly(
+        self, table: str, frame: pl.DataFrame, schema: pl.Schema, key: list[str], order: list[str]
+    ) -> list[Path]:
+        """Replace rows with the same ``key`` in ``table``'s month files (by ``period``)."""
+        missing = [c for c in schema.names() if c not in frame.columns]
         if missing:
-            raise StoreError(f"write_kpis: missing column(s) {missing}")
-        frame = frame.select(KPI_SCHEMA.names()).cast(KPI_SCHEMA)
-        key = ["site", "period_kind", "period", "metric"]
+            raise StoreError(f"{table}: missing column(s) {missing}")
+        frame = frame.select(schema.names()).cast(schema)
+        written = []
         for (month,), part in (
             frame.with_columns(pl.col("period").str.slice(0, 7).alias("_m"))
             .partition_by("_m", as_dict=True)
             .items()
         ):
-            path = self.root / "kpis" / f"month={month}" / "kpis.parquet"
+            path = self.root / table / f"month={month}" / f"{table}.parquet"
             new = part.drop("_m")
             if path.is_file():
-                old = pl.read_parquet(path).join(new.select(key), on=key, how="anti")
-                new = pl.concat([old, new])
-            _write_parquet(path, new.sort("period_kind", "period_start", "metric"))
+                old = pl.read_parquet(path).cast(schema)
+                new = pl.concat([old.join(new.select(key), on=key, how="anti"), new])
+            _write_parquet(path, new.sort(order))
+            written.append(path)
+        return written
+
+    def _read_monthly(
+        self, table: str, schema: pl.Schema, month: str | None, equal: dict[str, str | None]
+    ) -> pl.DataFrame:
+        """Rows of ``table`` (one month or all), filtered on the non-``None`` ``equal`` pairs."""
+        base = self.root / table
+        pattern = f"month={month}" if month else "month=*"
+        files = sorted(base.glob(f"{pattern}/{table}.parquet")) if base.is_dir() else []
+        if not files:
+            return pl.DataFrame(schema=schema)
+        frame = pl.scan_parquet(files)
+        for column, value in equal.items():
+            if value is not None:
+                frame = frame.filter(pl.col(column) == value)
+        return frame.collect().cast(schema)
+
+    def write_kpis(self, frame: pl.DataFrame, *, choices: dict[str, object] | None = None) -> None:
+        """Store KPI rows (replacing rows with the same site, kind, period and metric).
+
+        Rows are partitioned by the month their ``period`` label starts with.
+        """
+        key = ["site", "period_kind", "period", "metric"]
+        order = ["period_kind", "period_start", "metric"]
+        for path in self._upsert_monthly("kpis", frame, KPI_SCHEMA, key, order):
             if choices is not None:
                 atomic_write_bytes(
                     path.with_name("choices.json"),
@@ -302,16 +327,8 @@ class IntervalStore:
         metric: str | None = None,
     ) -> pl.DataFrame:
         """Stored KPI rows (``KPI_SCHEMA``), optionally filtered."""
-        base = self.root / "kpis"
-        pattern = f"month={month}" if month else "month=*"
-        files = sorted(base.glob(f"{pattern}/kpis.parquet")) if base.is_dir() else []
-        if not files:
-            return pl.DataFrame(schema=KPI_SCHEMA)
-        frame = pl.scan_parquet(files)
-        for column, value in (("period_kind", period_kind), ("period", period), ("metric", metric)):
-            if value is not None:
-                frame = frame.filter(pl.col(column) == value)
-        return frame.collect().cast(KPI_SCHEMA)
+        equal = {"period_kind": period_kind, "period": period, "metric": metric}
+        return self._read_monthly("kpis", KPI_SCHEMA, month, equal)
 
     def read_choices(self, month: str) -> dict[str, object] | None:
         """The choices recorded with a month's KPIs, if any."""
@@ -329,37 +346,13 @@ class IntervalStore:
         The key is ``(site, period, policy_id, rule_id)``; rows are partitioned by the
         month their ``period`` label starts with (``store/findings/month=YYYY-MM/``).
         """
-        from agent.schemas import FINDING_SCHEMA  # noqa: PLC0415 - keeps the header untouched
-
-        missing = [c for c in FINDING_SCHEMA.names() if c not in frame.columns]
-        if missing:
-            raise StoreError(f"write_findings: missing column(s) {missing}")
-        frame = frame.select(FINDING_SCHEMA.names()).cast(FINDING_SCHEMA)
         key = ["site", "period", "policy_id", "rule_id"]
-        for (month,), part in (
-            frame.with_columns(pl.col("period").str.slice(0, 7).alias("_m"))
-            .partition_by("_m", as_dict=True)
-            .items()
-        ):
-            path = self.root / "findings" / f"month={month}" / "findings.parquet"
-            new = part.drop("_m")
-            if path.is_file():
-                old = pl.read_parquet(path).cast(FINDING_SCHEMA)
-                new = pl.concat([old.join(new.select(key), on=key, how="anti"), new])
-            _write_parquet(path, new.sort("period", "policy_id", "rule_id"))
+        self._upsert_monthly(
+            "findings", frame, FINDING_SCHEMA, key, ["period", "policy_id", "rule_id"]
+        )
 
     def read_findings(
         self, *, month: str | None = None, rule_id: str | None = None
     ) -> pl.DataFrame:
         """Stored findings (``FINDING_SCHEMA``), optionally of one month / one rule."""
-        from agent.schemas import FINDING_SCHEMA  # noqa: PLC0415 - keeps the header untouched
-
-        base = self.root / "findings"
-        pattern = f"month={month}" if month else "month=*"
-        files = sorted(base.glob(f"{pattern}/findings.parquet")) if base.is_dir() else []
-        if not files:
-            return pl.DataFrame(schema=FINDING_SCHEMA)
-        frame = pl.scan_parquet(files)
-        if rule_id is not None:
-            frame = frame.filter(pl.col("rule_id") == rule_id)
-        return frame.collect().cast(FINDING_SCHEMA)
+        return self._read_monthly("findings", FINDING_SCHEMA, month, {"rule_id": rule_id})

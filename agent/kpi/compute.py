@@ -256,58 +256,20 @@ def _safe_div(a: pl.Expr, b: pl.Expr) -> pl.Expr:
 def _energy_metrics(
     wide: pl.LazyFrame, site: Site, kind: PeriodKind, thr: float
 ) -> list[pl.LazyFrame]:
-    cat = site.pue_category
+    row = functools.partial(_rows, wide, site=site, kind=kind, threshold=thr)
+    pue = _safe_div(pl.col("e_dc"), pl.col("e_it"))
     pue_cov = pl.min_horizontal("cov_e_dc", "cov_e_it")
-    out = [
-        _rows(
-            wide,
-            site=site,
-            kind=kind,
-            metric="pue",
-            value=_safe_div(pl.col("e_dc"), pl.col("e_it")),
-            coverage=pue_cov,
-            unit="",
-            threshold=thr,
-            category=cat,
-        ),
-    ]
+    out = [row(metric="pue", value=pue, coverage=pue_cov, unit="", category=site.pue_category)]
     if kind is PeriodKind.INTERVAL:
         return out
     out += [
-        _rows(
-            wide,
-            site=site,
-            kind=kind,
-            metric="e_dc_kwh",
-            value=pl.col("e_dc"),
-            coverage=pl.col("cov_e_dc"),
-            unit="kWh",
-            threshold=thr,
-        ),
-        _rows(
-            wide,
-            site=site,
-            kind=kind,
-            metric="e_it_kwh",
-            value=pl.col("e_it"),
-            coverage=pl.col("cov_e_it"),
-            unit="kWh",
-            threshold=thr,
-        ),
+        row(metric="e_dc_kwh", value=pl.col("e_dc"), coverage=pl.col("cov_e_dc"), unit="kWh"),
+        row(metric="e_it_kwh", value=pl.col("e_it"), coverage=pl.col("cov_e_it"), unit="kWh"),
     ]
     if any(m.role is MeterRole.COOLING for m in site.meters):
-        out.append(
-            _rows(
-                wide,
-                site=site,
-                kind=kind,
-                metric="ppue_cooling",
-                value=_safe_div(pl.col("e_cooling") + pl.col("e_it"), pl.col("e_it")),
-                coverage=pl.min_horizontal("cov_e_cooling", "cov_e_it"),
-                unit="",
-                threshold=thr,
-            )
-        )
+        ppue = _safe_div(pl.col("e_cooling") + pl.col("e_it"), pl.col("e_it"))
+        cov = pl.min_horizontal("cov_e_cooling", "cov_e_it")
+        out.append(row(metric="ppue_cooling", value=ppue, coverage=cov, unit=""))
     return out
 
 
