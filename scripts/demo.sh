@@ -3,13 +3,6 @@
 # embedded default, a simulated site, with a live terminal view. Extra arguments go to `demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv/bin/pue-agent ]; then
-  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c "import ensurepip" 2>/dev/null; then
-    # Debian splits venv/ensurepip into python3-venv.
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
-  fi
-  python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e .
-fi
+# Keeps what an earlier install chose (scripts/test.sh installs the dev extras too).
+bash scripts/venv.sh "$(cat .venv/.pue-agent-installed 2>/dev/null || echo .)"
 exec .venv/bin/pue-agent demo "$@"

@@ -33,17 +33,4 @@ if ((${#missing[@]})); then
   $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 
-PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c "import ensurepip" 2>/dev/null; then
-    # Debian splits venv/ensurepip into python3-venv.
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
-  fi
-  "$PYTHON" -m venv .venv
-fi
-stamp=.venv/.pue-agent-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e ".[dev]"
-  touch "$stamp"
-fi
+bash scripts/venv.sh ".[dev]"

@@ -21,8 +21,6 @@ from agent.energy.config import EnergyConfig, meter_table
 from agent.energy.core import (
     ENGINE,
     INTERVAL_STORE_SCHEMA,
-    READS_SCHEMA,
-    STATUS_INVALID,
     STATUS_KEPT,
     intervals_from_parts,
     meter_attributes,
@@ -33,6 +31,7 @@ from agent.energy.core import (
     resolve_readings,
     to_interval_schema,
 )
+from agent.energy.kernel import FIXED_NONE, NONE_TS, KernelState, MeterArrays, kernel_feed
 from agent.schemas import INTERVAL_SCHEMA
 from agent.site import Site
 
@@ -96,46 +95,6 @@ def _ordered_track(reads: pl.LazyFrame, track: str) -> pl.LazyFrame:
         )
         .with_columns(pl.lit(track).alias("track"))
     )
-
-
-def _track_status(
-    reads: pl.LazyFrame,
-    track: str,
-    attributes: pl.DataFrame,
-    config: EnergyConfig,
-    *,
-    assume_ordered: bool,
-) -> pl.LazyFrame:
-    """One track of an in-memory batch, prepared and with statuses, in one plan.
-
-    Readings usually arrive in time order per meter (carried reads first, then the
-    batch). Then a stable sort by ``mi`` alone already gives the ``(mi, ts)`` order (and
-    keeps repeated timestamps in arrival order, as the full sort does). With
-    ``assume_ordered`` the plan sorts by ``mi`` only and reports in a constant
-    ``_ordered`` column whether that held (the caller re-runs with the full sort when it
-    did not); otherwise it sorts by ``mi, ts`` (``_ordered`` is then true).
-    """
-    rows = reads.filter(pl.col("track") == track).drop("track")
-    same = pl.col("mi") == pl.col("mi").shift(1)
-    if assume_ordered:
-        by_meter = rows.sort("mi", maintain_order=True).with_columns(
-            (~same | (pl.col("ts") >= pl.col("ts").shift(1)))
-            .fill_null(True)
-            .all()
-            .alias("_ordered")
-        )
-    else:
-        by_meter = rows.sort("mi", "ts", maintain_order=True).with_columns(
-            pl.lit(True).alias("_ordered")
-        )
-    prepared = (
-        by_meter.filter(~(same & (pl.col("ts") == pl.col("ts").shift(1))).fill_null(False))
-        .with_columns(pl.lit(track).alias("track"))
-        .pipe(_with_attributes, attributes)
-    )
-    if track == "energy":
-        return register_status(prepared, config)
-    return power_status(prepared, config)
 
 
 def _prepare(reads: pl.LazyFrame, attributes: pl.DataFrame) -> pl.LazyFrame:
@@ -219,7 +178,7 @@ def interval_energy(
     attributes = meter_attributes(meters).collect()
     prepared = _prepare(resolve_readings(readings, meters), attributes)
     out = to_interval_schema(
-        _parts(*_statuses(prepared, config), config), attributes.lazy(), config.interval_us
+        _parts(*_statuses(prepared, config), config), attributes, config.interval_us
     )
     if not with_rejected_counts:
         out = out.select(INTERVAL_SCHEMA.names())
@@ -234,7 +193,6 @@ class EngineState:
     marks: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=MARKS_SCHEMA))
 
 
-@dataclass
 class IntervalEngine:
     """Incremental interval energy: feed reading batches, get the intervals they settle.
 
@@ -245,31 +203,90 @@ class IntervalEngine:
             rows = engine.feed(batch)        # INTERVAL_STORE_SCHEMA rows now final
         state = engine.state                 # persist with the cursor; restore with
         IntervalEngine(site, config, state)  # ... and continue exactly where it stood
+
+    The per-meter pass runs in the C kernel (:mod:`agent.energy.kernel`); Polars only
+    resolves readings to meter indexes before it and names the intervals after it.
     """
 
-    site: Site
-    config: EnergyConfig = field(default_factory=EnergyConfig)
-    state: EngineState = field(default_factory=EngineState)
-    #: Readings dropped because their meter had already settled a later time.
-    late_readings: int = 0
-
-    def __post_init__(self) -> None:
-        self.config.check_site(self.site)
-        self._meters = meter_table(self.site)
+    def __init__(
+        self, site: Site, config: EnergyConfig | None = None, state: EngineState | None = None
+    ) -> None:
+        self.site = site
+        self.config = config or EnergyConfig()
+        self.config.check_site(site)
+        #: Readings dropped because their meter had already settled a later time.
+        self.late_readings = 0
+        self._meters = meter_table(site)
         self._attributes = meter_attributes(self._meters).collect().sort("mi")
-        self._names = self._attributes.select("mi", "meter")
+        self._names = self._attributes["meter"]
+        self._arrays = MeterArrays.from_attributes(self._attributes)
+        self._kernel_state = self._from_state(state or EngineState())
+        # Built from the kernel state when asked for (rows of departed meters are gone).
+        self._state: EngineState | None = None
 
-    def _to_mi(self, frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.join(self._names, on="meter", how="inner").drop("meter")
+    def _mi_of(self, meters: pl.Series) -> pl.Series:
+        """Meter indexes of names (null for a meter no longer in the site)."""
+        lookup = pl.Enum(self._names)
+        return meters.cast(lookup, strict=False).to_physical().cast(pl.UInt32)
 
-    def _to_names(self, frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.join(self._names, on="mi", how="inner").drop("mi")
-
-    def _per_meter(self, frame: pl.DataFrame) -> pl.DataFrame:
-        """``frame`` (some ``mi`` rows) widened to one row per meter index, in ``mi`` order."""
-        return self._attributes.select("mi", "method").join(
-            frame, on="mi", how="left", maintain_order="left"
+    def _from_state(self, state: EngineState) -> KernelState:
+        """The kernel layout of a persisted state (rows of meters not in the site dropped)."""
+        kernel = KernelState.empty(len(self._names))
+        marks = state.marks.with_columns(self._mi_of(state.marks["meter"]).alias("mi")).filter(
+            pl.col("mi").is_not_null()
         )
+        index = marks["mi"].to_numpy()
+        for name, target in (
+            ("cut_us", kernel.cut_us),
+            ("horizon_energy_us", kernel.horizon_energy_us),
+            ("horizon_power_us", kernel.horizon_power_us),
+        ):
+            target[index] = marks[name].fill_null(NONE_TS).to_numpy()
+        carry = state.carry.with_columns(self._mi_of(state.carry["meter"]).alias("mi")).filter(
+            pl.col("mi").is_not_null()
+        )
+        kernel.mi = carry["mi"].to_numpy()
+        kernel.track = (carry["track"] == "power").cast(pl.UInt8).to_numpy()
+        kernel.ts = carry["ts"].to_numpy()
+        kernel.value = carry["value"].to_numpy()
+        kernel.imported = carry["imported"].cast(pl.UInt8).to_numpy()
+        kernel.fixed = carry["fixed"].fill_null(FIXED_NONE).to_numpy()
+        return kernel
+
+    @property
+    def state(self) -> EngineState:
+        """The state to persist with the journal cursor (built when asked for)."""
+        if self._state is None:
+            k = self._kernel_state
+            carry = pl.DataFrame(
+                {
+                    "meter": self._names.gather(pl.Series(k.mi)),
+                    "track": pl.Series(["energy", "power"]).gather(pl.Series(k.track)),
+                    "ts": k.ts,
+                    "value": k.value,
+                    "imported": k.imported.astype(bool),
+                    "fixed": pl.Series(k.fixed).replace(FIXED_NONE, None),
+                }
+            )
+            marks = pl.DataFrame(
+                {
+                    "meter": self._names,
+                    "cut_us": k.cut_us,
+                    "horizon_energy_us": k.horizon_energy_us,
+                    "horizon_power_us": k.horizon_power_us,
+                }
+            ).with_columns(
+                pl.col("cut_us", "horizon_energy_us", "horizon_power_us").replace(NONE_TS, None)
+            )
+            self._state = EngineState(
+                carry=carry.cast(CARRY_SCHEMA),
+                marks=marks.filter(
+                    pl.any_horizontal(
+                        pl.col("cut_us", "horizon_energy_us", "horizon_power_us").is_not_null()
+                    )
+                ).cast(MARKS_SCHEMA),
+            )
+        return self._state
 
     def feed(self, readings: pl.DataFrame) -> pl.DataFrame:
         """Take a batch of readings; return the intervals that are now final.
@@ -278,189 +295,24 @@ class IntervalEngine:
             Rows in :data:`agent.energy.core.INTERVAL_STORE_SCHEMA`, sorted by meter
             and interval.
         """
-        interval_us = self.config.interval_us
-        marks = self._per_meter(self._to_mi(self.state.marks))
         fresh = (
             resolve_readings(readings.lazy(), self._meters)
-            .pipe(_lookup, marks, ("horizon_energy_us", "horizon_power_us"))
-            .pipe(_drop_late)
+            .select(
+                "mi",
+                pl.col("track").to_physical().cast(pl.UInt8),
+                "ts",
+                "value",
+                pl.col("imported").cast(pl.UInt8),
+            )
             .collect(engine=ENGINE)
         )
-        self.late_readings += int(fresh["_late"].sum())
-        reads = pl.concat(
-            [
-                self._to_mi(self.state.carry).select(READS_SCHEMA.names()).cast(READS_SCHEMA),
-                fresh.filter(~pl.col("_late")).select(READS_SCHEMA.names()),
-            ]
-        ).lazy()
-        # Ordering, repeated timestamps, attributes and statuses of both tracks: one plan.
-        energy, power = pl.collect_all(
-            [
-                _track_status(reads, track, self._attributes, self.config, assume_ordered=True)
-                for track in ("energy", "power")
-            ],
-            engine=ENGINE,
+        parts, self._kernel_state, late = kernel_feed(
+            self._arrays, self._kernel_state, fresh, self.config
         )
-        if not (_all_true(energy["_ordered"]) and _all_true(power["_ordered"])):
-            energy, power = pl.collect_all(
-                [
-                    _track_status(reads, track, self._attributes, self.config, assume_ordered=False)
-                    for track in ("energy", "power")
-                ],
-                engine=ENGINE,
-            )
-        energy, power = energy.drop("_ordered"), power.drop("_ordered")
-        parts, horizons = pl.collect_all(
-            [
-                _parts(energy.lazy(), power.lazy(), self.config),
-                _horizons(energy.lazy(), power.lazy()),
-            ],
-            engine=ENGINE,
+        self._state = None
+        self.late_readings += late
+        return (
+            to_interval_schema(parts.lazy(), self._attributes, self.config.interval_us)
+            .select(INTERVAL_STORE_SCHEMA.names())
+            .collect(engine=ENGINE)
         )
-        meters = self._per_meter(
-            marks.drop("method").join(horizons, on="mi", how="left", maintain_order="left")
-        ).pipe(_advance_marks, interval_us)
-        emitted = (
-            parts.lazy()
-            .pipe(_lookup, meters, ("cut_us", "new_cut"))
-            .filter(
-                pl.col("new_cut").is_not_null()
-                & (pl.col("k") * interval_us < pl.col("new_cut"))
-                & (pl.col("cut_us").is_null() | (pl.col("k") * interval_us >= pl.col("cut_us")))
-            )
-            .drop("cut_us", "new_cut")
-        )
-        out, anchors = pl.collect_all(
-            [
-                to_interval_schema(emitted, self._attributes.lazy(), interval_us),
-                _anchors(energy.lazy(), power.lazy(), meters),
-            ],
-            engine=ENGINE,
-        )
-        meters = meters.join(anchors, on="mi", how="left", maintain_order="left")
-        carry = pl.concat(
-            [
-                energy.lazy().pipe(_carry_energy, meters).select(READS_SCHEMA.names()),
-                power.lazy().pipe(_carry_power, meters).select(READS_SCHEMA.names()),
-            ]
-        ).collect(engine=ENGINE)
-        self.state = EngineState(
-            carry=self._to_names(carry).select(CARRY_SCHEMA.names()),
-            marks=self._to_names(
-                meters.select(
-                    "mi",
-                    pl.col("new_cut").alias("cut_us"),
-                    "horizon_energy_us",
-                    "horizon_power_us",
-                )
-            )
-            .filter(
-                pl.any_horizontal(
-                    pl.col("cut_us", "horizon_energy_us", "horizon_power_us").is_not_null()
-                )
-            )
-            .select(MARKS_SCHEMA.names()),
-        )
-        return out.select(INTERVAL_STORE_SCHEMA.names())
-
-
-def _all_true(flags: pl.Series) -> bool:
-    """Whether a constant ``_ordered`` column is true (an empty frame is ordered)."""
-    return flags.is_empty() or bool(flags[0])
-
-
-def _lookup(frame: pl.LazyFrame, meters: pl.DataFrame, names: tuple[str, ...]) -> pl.LazyFrame:
-    """Add per-meter columns of ``meters`` (one row per ``mi``, in ``mi`` order) by gather."""
-    return frame.with_columns(pl.lit(meters[name]).gather(pl.col("mi")) for name in names)
-
-
-def _drop_late(fresh: pl.LazyFrame) -> pl.LazyFrame:
-    """Flag readings at or before their meter's settled horizon (``_late``)."""
-    horizon = (
-        pl.when(pl.col("track") == "energy")
-        .then(pl.col("horizon_energy_us"))
-        .otherwise(pl.col("horizon_power_us"))
-    )
-    return fresh.with_columns(
-        (horizon.is_not_null() & (pl.col("ts") <= horizon)).alias("_late")
-    ).drop("horizon_energy_us", "horizon_power_us")
-
-
-def _horizons(energy: pl.LazyFrame, power: pl.LazyFrame) -> pl.LazyFrame:
-    """Per meter: the last finite, last settled register read, the last power read.
-
-    ``_last``: last finite register read; ``_he``: the last kept register read with a
-    finite successor; ``_hp``: the last valid power read.
-    """
-    last = pl.col("ts").filter(pl.col("status") != STATUS_INVALID).max()
-    settled = pl.col("ts").filter((pl.col("status") == STATUS_KEPT) & (pl.col("ts") < last)).max()
-    by_energy = energy.group_by("mi").agg(last.alias("_last"), settled.alias("_he"))
-    by_power = power.group_by("mi").agg(
-        pl.col("ts").filter(pl.col("status") == STATUS_KEPT).max().alias("_hp")
-    )
-    return by_energy.join(by_power, on="mi", how="full", coalesce=True)
-
-
-def _advance_marks(meters: pl.DataFrame, interval_us: int) -> pl.DataFrame:
-    """New horizons and the new cut (intervals before it are final) per meter."""
-    return meters.with_columns(
-        pl.max_horizontal("horizon_energy_us", "_he").alias("horizon_energy_us"),
-        pl.max_horizontal("horizon_power_us", "_hp").alias("horizon_power_us"),
-    ).with_columns(
-        pl.max_horizontal(
-            "cut_us",
-            (
-                pl.when(pl.col("method") == "register")
-                .then(pl.col("horizon_energy_us"))
-                .otherwise(pl.col("horizon_power_us"))
-                // interval_us
-            )
-            * interval_us,
-        ).alias("new_cut")
-    )
-
-
-def _anchors(energy: pl.LazyFrame, power: pl.LazyFrame, meters: pl.DataFrame) -> pl.LazyFrame:
-    """Per meter: where the carry starts.
-
-    ``_k0`` / ``_p0``: the last kept register / power read at or before the new cut.
-    """
-    anchor = (
-        pl.col("ts")
-        .filter(
-            (pl.col("status") == STATUS_KEPT)
-            & pl.col("new_cut").is_not_null()
-            & (pl.col("ts") <= pl.col("new_cut"))
-        )
-        .max()
-    )
-    by_energy = energy.pipe(_lookup, meters, ("new_cut",)).group_by("mi").agg(anchor.alias("_k0"))
-    by_power = power.pipe(_lookup, meters, ("new_cut",)).group_by("mi").agg(anchor.alias("_p0"))
-    return by_energy.join(by_power, on="mi", how="full", coalesce=True)
-
-
-def _carry_energy(energy: pl.LazyFrame, meters: pl.DataFrame) -> pl.LazyFrame:
-    """Register reads from the anchor on, statuses fixed where a finite successor exists."""
-    return (
-        energy.pipe(_lookup, meters, ("_k0", "_last"))
-        .filter(pl.col("_k0").is_null() | (pl.col("ts") >= pl.col("_k0")))
-        .with_columns(
-            pl.when(pl.col("ts") < pl.col("_last"))
-            .then(pl.col("status"))
-            .otherwise(pl.lit(None, pl.UInt8))
-            .alias("fixed")
-        )
-    )
-
-
-def _carry_power(power: pl.LazyFrame, meters: pl.DataFrame) -> pl.LazyFrame:
-    """Power reads after the register anchor (register meters) or from the power anchor."""
-    return (
-        power.pipe(_lookup, meters, ("_k0", "_p0"))
-        .filter(
-            pl.when(pl.col("method") == "register")
-            .then(pl.col("_k0").is_null() | (pl.col("ts") > pl.col("_k0")))
-            .otherwise(pl.col("_p0").is_null() | (pl.col("ts") >= pl.col("_p0")))
-        )
-        .with_columns(pl.lit(None, pl.UInt8).alias("fixed"))
-    )

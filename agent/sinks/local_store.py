@@ -253,29 +253,56 @@ class LocalStoreSink:
         engine, seq = await asyncio.to_thread(self.make_engine, site)
         store = IntervalStore(self.store_root)
         self.refresher = await asyncio.to_thread(self.make_refresher, site, store)
-        last_refresh = float("-inf")
         # The saved state is authoritative: the cursor may lag it by one page after a crash.
         # Without a state (first start) the cursor says where the journal begins.
         if seq == 0:
             seq = ctx.journal.cursor(self.name)
-        while True:
-            page = await asyncio.to_thread(ctx.journal.read, seq, limit=self.options.page_batches)
-            if page:
-                seq = await asyncio.to_thread(self.process_page, engine, store, page)
-                ctx.journal.advance_cursor(self.name, seq)
+        await self._follow(ctx, engine, store, progress, seq)
+
+    async def _follow(
+        self,
+        ctx: ConsumerContext,
+        engine: IntervalEngine,
+        store: IntervalStore,
+        progress: AggregatorProgress,
+        seq: int,
+    ) -> None:
+        """Aggregate pages until stopped; the next page is read while one is aggregated.
+
+        Reading (LZ4 + Arrow decode) and aggregating overlap on two cores; the read-ahead
+        only reads, so the cursor and the saved state still move page by page.
+        """
+        last_refresh = float("-inf")
+        limit = self.options.page_batches
+        ahead: asyncio.Future[list[JournalBatch]] | None = None
+        try:
+            while True:
+                page = await (ahead or asyncio.to_thread(ctx.journal.read, seq, limit=limit))
+                ahead = None
+                if page:
+                    ahead = asyncio.ensure_future(
+                        asyncio.to_thread(ctx.journal.read, page[-1].seq, limit=limit)
+                    )
+                    seq = await asyncio.to_thread(self.process_page, engine, store, page)
+                    ctx.journal.advance_cursor(self.name, seq)
+                    last_refresh = await self.refresh_kpis(
+                        seq, progress, force=False, last=last_refresh
+                    )
+                    continue
+                if seq > ctx.journal.cursor(self.name):
+                    ctx.journal.advance_cursor(self.name, seq)
+                if ctx.stopping.is_set():
+                    await self.refresh_kpis(seq, progress, force=True, last=last_refresh)
+                    return
+                ctx.new_data.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ctx.new_data.wait(), timeout=1.0)
                 last_refresh = await self.refresh_kpis(
                     seq, progress, force=False, last=last_refresh
                 )
-                continue
-            if seq > ctx.journal.cursor(self.name):
-                ctx.journal.advance_cursor(self.name, seq)
-            if ctx.stopping.is_set():
-                await self.refresh_kpis(seq, progress, force=True, last=last_refresh)
-                return
-            ctx.new_data.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ctx.new_data.wait(), timeout=1.0)
-            last_refresh = await self.refresh_kpis(seq, progress, force=False, last=last_refresh)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
 
 
 def _parquet_bytes(frame: pl.DataFrame) -> bytes:
