@@ -22,42 +22,26 @@ StateDirOption = Annotated[
 ]
 
 
-def _whole_hour_zone(timezone: str) -> bool:
-    from zoneinfo import ZoneInfo  # noqa: PLC0415
-
-    zone = ZoneInfo(timezone)
-    for month in (1, 7):
-        offset = datetime(2026, month, 15, tzinfo=UTC).astimezone(zone).utcoffset()
-        if offset is not None and offset.total_seconds() % 3600:
-            return False
-    return True
-
-
 def compute_month(
     settings_state: Path, site: object, month: str, threshold: float
 ) -> tuple[pl.DataFrame, dict[str, object]]:
     """Compute and store the KPIs of ``month`` from the local store; return them and the choices.
 
-    The month is read at base intervals, the eleven months before it from the hourly
-    roll-ups (same sums, far fewer rows) when the zone's offsets are whole hours.
+    Each period kind reads only what it needs (:func:`agent.kpi.from_store.store_kpis`):
+    interval PUE the month's base intervals, hours/days/month the hourly roll-ups (base
+    intervals in half-hour zones), the TTM the store's daily roll-ups of the eleven
+    months before — all de-duplicated like ``read_intervals``.
     """
     from agent.green import GreenLedger  # noqa: PLC0415
-    from agent.kpi import compute_kpis, kpi_choices, month_bounds, ttm_bounds  # noqa: PLC0415
+    from agent.kpi import kpi_choices  # noqa: PLC0415
+    from agent.kpi.from_store import store_kpis  # noqa: PLC0415
     from agent.site import Site  # noqa: PLC0415
     from agent.store import IntervalStore  # noqa: PLC0415
 
     assert isinstance(site, Site)
     store = IntervalStore(settings_state / "store")
-    m_start, m_end = month_bounds(month, site.timezone)
-    t_start, _ = ttm_bounds(month, site.timezone)
-    if _whole_hour_zone(site.timezone):
-        intervals = pl.concat(
-            [store.read_hourly(t_start, m_start), store.read_intervals(m_start, m_end)]
-        )
-    else:
-        intervals = store.read_intervals(t_start, m_end)
     green = GreenLedger(settings_state / "green" / "ledger.json").frame()
-    kpis = compute_kpis(intervals, site, green, month=month, coverage_threshold=threshold)
+    kpis = store_kpis(store, site, green, month=month, coverage_threshold=threshold)
     choices = kpi_choices(site, coverage_threshold=threshold, computed_at=datetime.now(UTC))
     store.write_kpis(kpis, choices=choices)
     return kpis, choices

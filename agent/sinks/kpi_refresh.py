@@ -10,8 +10,9 @@ logged once when they appear and once when they clear.
 
 Cost for a large site: the month is read from the hourly roll-ups (whole-hour
 zones; base intervals otherwise), and the eleven months before it — which only
-the TTM needs — are summed once per meter and cached until a page touches one
-of them (an import).
+the TTM needs — are summed once per meter from the store's daily roll-ups and
+cached until a page touches one of them (an import). Both roll-ups are exact
+(de-duplicated like ``read_intervals``), see :mod:`agent.kpi.from_store`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from pathlib import Path
 import polars as pl
 
 from agent.green import GreenLedger, GreenLedgerError
-from agent.kpi import compute_kpis, kpi_choices, month_bounds, ttm_bounds
-from agent.kpi.periods import whole_hour_offsets
+from agent.kpi import kpi_choices, month_bounds, ttm_bounds
+from agent.kpi.from_store import earlier_rows, store_kpis
 from agent.logs import get_logger
 from agent.schemas import INTERVAL_SCHEMA, PeriodKind
 from agent.site import Site
@@ -95,11 +96,7 @@ class KpiRefresher:
             return cached
         t_start, _ = ttm_bounds(month, self.site.timezone)
         m_start, _ = month_bounds(month, self.site.timezone)
-        rows = (
-            self.store.read_hourly(t_start, m_start)
-            if whole_hour_offsets(self.site.timezone)
-            else self.store.read_intervals(t_start, m_start)
-        )
+        rows = earlier_rows(self.store, self.site, month)
         span_us = (m_start - t_start).total_seconds() * 1e6
         totals = (
             rows.filter(
@@ -132,12 +129,6 @@ class KpiRefresher:
         self._earlier[month] = totals
         return totals
 
-    def _month_rows(self, month: str) -> pl.LazyFrame:
-        m_start, m_end = month_bounds(month, self.site.timezone)
-        if whole_hour_offsets(self.site.timezone):
-            return self.store.read_hourly(m_start, m_end)
-        return self.store.read_intervals(m_start, m_end)
-
     def _green(self) -> pl.DataFrame | None:
         try:
             return GreenLedger(self.green_path).frame()
@@ -147,16 +138,14 @@ class KpiRefresher:
 
     def kpis(self, month: str) -> pl.DataFrame:
         """The live KPIs (:data:`LIVE_KINDS`) of local month ``month``."""
-        intervals = pl.concat(
-            [self._earlier_totals(month).lazy(), self._month_rows(month)], how="vertical_relaxed"
-        )
-        return compute_kpis(
-            intervals,
+        return store_kpis(
+            self.store,
             self.site,
             self._green(),
             month=month,
             coverage_threshold=self.coverage_threshold,
             kinds=LIVE_KINDS,
+            earlier=self._earlier_totals(month).lazy(),
         )
 
     def _load_packs(self) -> object:
