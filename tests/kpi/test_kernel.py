@@ -15,12 +15,14 @@ import math
 import random
 from datetime import datetime, timedelta
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.energy import EnergyConfig, IntervalEngine, interval_energy
+from agent.energy import EnergyConfig, IntervalEngine, _kernel, interval_energy
+from agent.energy.kernel import kernel_feed
 from agent.readings import Quality
 from tests.kpi.helpers import T0, reads, small_site
 
@@ -198,3 +200,66 @@ def test_state_round_trip_drops_meters_no_longer_in_the_site() -> None:
     )
     fresh = IntervalEngine(SITE, EnergyConfig(), renamed)
     assert fresh.state.carry.height == 0 and fresh.state.marks.height == 0
+
+
+def _raw_feed(meters: int, mi: list[int], ts: list[int]) -> object:
+    """Call the C entry point directly with one meter's attributes and fresh reads."""
+    floats, times = np.zeros(meters), np.full(meters, np.iinfo(np.int64).min)
+    none_u8, none_f = np.zeros(0, np.uint8), np.zeros(0)
+    return _kernel.feed(
+        np.zeros(meters, np.uint8),
+        floats,
+        floats,
+        floats,
+        times.copy(),
+        times.copy(),
+        times.copy(),
+        np.zeros(0, np.uint32),
+        none_u8,
+        np.zeros(0, np.int64),
+        none_f,
+        none_u8,
+        none_u8,
+        np.array(mi, np.uint32),
+        np.zeros(len(ts), np.uint8),
+        np.array(ts, np.int64),
+        np.zeros(len(ts)),
+        np.zeros(len(ts), np.uint8),
+        60_000_000,
+        1,
+        1,
+        1.1,
+        0.1,
+        True,
+        (1, 2, 4, 8, 16, 32, 64),
+    )
+
+
+def test_kernel_refuses_inconsistent_input_instead_of_reading_out_of_bounds() -> None:
+    # A meter index beyond the attribute arrays (a bug upstream) is a clear error.
+    with pytest.raises(ValueError, match="meter index or track out of range"):
+        _raw_feed(1, [5], [0])
+    # Columns of different lengths are named.
+    with pytest.raises(ValueError, match="mi: expected 1 items"):
+        _raw_feed(1, [0, 0], [0])
+    # The marks are left as they were when a call is refused.
+    engine = IntervalEngine(SITE)
+    engine.feed(messy_readings(1, 10))
+    before = engine.state.marks
+    with pytest.raises(ValueError):
+        kernel_feed(
+            engine._arrays,  # the engine's own arrays, with one corrupt read
+            engine._kernel_state,
+            pl.DataFrame(
+                {"mi": [99], "track": [0], "ts": [0], "value": [1.0], "imported": [0]},
+                schema={
+                    "mi": pl.UInt32,
+                    "track": pl.UInt8,
+                    "ts": pl.Int64,
+                    "value": pl.Float64,
+                    "imported": pl.UInt8,
+                },
+            ),
+            EnergyConfig(),
+        )
+    assert engine.state.marks.equals(before)
