@@ -105,6 +105,11 @@ class AgentSettings(BaseSettings):
     collectors: list[CollectorEntry] = Field(default_factory=list)
     sinks: list[SinkEntry] = Field(default_factory=list)
     api: ApiSettings = Field(default_factory=ApiSettings, description="HTTP API (agent.api).")
+    policies_dir: Path | None = Field(
+        None,
+        description="Operator policy packs (*.toml) read by the live findings, `rules` and "
+        "`report` (default /etc/pue-agent/policies.d; env PUE_AGENT_POLICIES_DIR).",
+    )
     ack_file: Path | None = Field(
         None, description="Test hook: append 'seq hash rows' after each commit."
     )
@@ -139,6 +144,12 @@ class AgentSettings(BaseSettings):
         if path.is_absolute() or self.config_path is None:
             return path
         return (self.config_path.parent / path).resolve()
+
+    def policies_path(self) -> Path:
+        """Where the operator's policy packs are read from (every reader uses this one)."""
+        from rules.pack import DEFAULT_POLICIES_DIR  # noqa: PLC0415 - rules imports agent
+
+        return self.resolve(self.policies_dir) if self.policies_dir else DEFAULT_POLICIES_DIR
 
     @property
     def journal_path(self) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import polars as pl
 import typer
@@ -26,9 +26,11 @@ from rules.pack import (
     LoadedPacks,
     Pack,
     Rule,
-    configured_policies_dir,
     load_packs,
 )
+
+if TYPE_CHECKING:
+    from agent.settings import AgentSettings
 
 __all__ = ["POLICIES_DIR_ENV", "register", "rules_app"]
 
@@ -50,7 +52,8 @@ PoliciesDirOption = Annotated[
     Path | None,
     typer.Option(
         "--policies-dir",
-        help=f"Operator packs (default ${POLICIES_DIR_ENV} or {DEFAULT_POLICIES_DIR}).",
+        help="Operator packs (default: policies_dir in agent.toml, "
+        f"${POLICIES_DIR_ENV}, or {DEFAULT_POLICIES_DIR}).",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -61,12 +64,9 @@ def register(app: typer.Typer) -> None:
     app.add_typer(rules_app, name="rules")
 
 
-def _policies_dir(option: Path | None) -> Path:
-    return option if option is not None else configured_policies_dir()
-
-
-def _load(option: Path | None) -> LoadedPacks:
-    loaded = load_packs(_policies_dir(option))
+def _load(option: Path | None, settings: AgentSettings) -> LoadedPacks:
+    """Built-in packs and the operator's (``--policies-dir``, else the settings' one)."""
+    loaded = load_packs(option if option is not None else settings.policies_path())
     for error in loaded.errors:
         err.print(f"refused pack: {error}", highlight=False, markup=False)
     return loaded
@@ -109,9 +109,13 @@ def _pack_json(pack: Pack, source: str) -> dict[str, Any]:
 
 
 @rules_app.command("list")
-def list_packs(policies_dir: PoliciesDirOption = None, as_json: JsonOption = False) -> None:
+def list_packs(
+    policies_dir: PoliciesDirOption = None, config: ConfigOption = None, as_json: JsonOption = False
+) -> None:
     """List the loaded policy packs and their rules (refused packs go to stderr, exit 1)."""
-    loaded = _load(policies_dir)
+    from agent.cli import settings_or_exit  # noqa: PLC0415 - avoids a cycle at import
+
+    loaded = _load(policies_dir, settings_or_exit(config))
     if as_json:
         packs = [_pack_json(p, loaded.sources[p.id]) for p in loaded.packs]
         typer.echo(json.dumps({"packs": packs, "refused": loaded.errors}, ensure_ascii=False))
@@ -211,7 +215,7 @@ def evaluate_command(
         raise _fail(str(exc)) from exc
     if site is None:
         raise _fail("no site model configured (site_file or [site]); facts are needed")
-    loaded = _load(policies_dir)
+    loaded = _load(policies_dir, settings)
     kpis = _read_kpis(kpis_file, settings.state_dir / "store")
     findings = evaluate(
         loaded,

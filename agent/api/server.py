@@ -293,7 +293,9 @@ class ApiServer:
             return _error(503, "no site model is configured")
         try:
             kpis = await asyncio.to_thread(self.kpi_source, self.agent.settings)
-            findings = await asyncio.to_thread(evaluate_findings, kpis, site, period)
+            findings = await asyncio.to_thread(
+                evaluate_findings, kpis, site, period, self.agent.settings.policies_path()
+            )
         except SourceUnavailableError as exc:
             return _error(503, str(exc))
         except ValueError as exc:  # the engine refuses a month it cannot place

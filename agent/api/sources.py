@@ -96,13 +96,23 @@ def filter_kpis(kpis: pl.DataFrame, period: str, kind: str | None) -> pl.DataFra
     return frame.select(columns).sort("period_kind", "metric")
 
 
-def evaluate_findings(kpis: pl.DataFrame, site: Site, month: str) -> pl.DataFrame:
-    """Findings of every policy pack for ``month`` from the KPI history (blocking)."""
+def evaluate_findings(
+    kpis: pl.DataFrame, site: Site, month: str, policies_dir: Path | None = None
+) -> pl.DataFrame:
+    """Findings of every policy pack for ``month`` from the KPI history (blocking).
+
+    Args:
+        kpis: The KPI history (month and TTM rows).
+        site: The site model (facts, category).
+        month: ``YYYY-MM``.
+        policies_dir: The operator's packs, read besides the built-in ones (``None``:
+            built-in packs only).
+    """
     try:
         engine = importlib.import_module("rules.engine")
     except ImportError as exc:
         raise SourceUnavailableError("the rules engine (rules.engine) is not available") from exc
-    packs = engine.load_packs()
+    packs = engine.load_packs(policies_dir)
     findings: pl.DataFrame = engine.evaluate(
         packs, kpis, site.facts, site=site, period=month, category=site.pue_category
     )

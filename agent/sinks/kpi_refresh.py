@@ -49,6 +49,8 @@ class KpiRefresher:
     pending_path: Path
     coverage_threshold: float = 0.95
     rules: bool = True
+    #: The operator's policy packs (``AgentSettings.policies_path()``); ``None``: built-in only.
+    policies_dir: Path | None = None
     pending: set[str] = field(default_factory=set)
     refreshed: int = field(default=0, init=False)
     _earlier: dict[str, pl.DataFrame] = field(default_factory=dict, init=False)
@@ -152,7 +154,7 @@ class KpiRefresher:
         if self._packs is None:
             from rules.pack import load_packs  # noqa: PLC0415 - only when rules are on
 
-            loaded = load_packs()
+            loaded = load_packs(self.policies_dir)
             for error in loaded.errors:
                 _log.warning("policy pack refused", error=error)
             self._packs = loaded

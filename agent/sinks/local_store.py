@@ -102,6 +102,8 @@ class LocalStoreSink:
     config: EnergyConfig
     #: The green ledger (``state_dir/green/ledger.json``) the live KPIs use.
     green_path: Path | None = None
+    #: The operator's policy packs for the live findings (``None``: built-in only).
+    policies_dir: Path | None = None
     intervals_written: int = field(default=0, init=False)
     refresher: KpiRefresher | None = field(default=None, init=False)
 
@@ -216,6 +218,7 @@ class LocalStoreSink:
             pending_path=self.state_dir / "kpi-pending.json",
             coverage_threshold=self.options.kpi_coverage_threshold,
             rules=self.options.rules,
+            policies_dir=self.policies_dir,
         )
 
     async def refresh_kpis(
@@ -336,4 +339,5 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> LocalS
         store_root=root,
         config=config,
         green_path=settings.state_dir / "green" / "ledger.json",
+        policies_dir=settings.policies_path(),
     )

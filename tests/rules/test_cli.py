@@ -78,6 +78,24 @@ def test_policies_dir_from_the_environment(app: typer.Typer, tmp_path: Path) -> 
     assert "op-pack" in {p["id"] for p in json.loads(result.stdout)["packs"]}
 
 
+def test_policies_dir_from_agent_toml_relative_to_the_file(
+    app: typer.Typer, config: Path, tmp_path: Path
+) -> None:
+    # The operator's agent.toml names the packs' folder; a relative path is read from the
+    # config file's folder. The live findings and the report take the same setting.
+    (tmp_path / "packs").mkdir()
+    (tmp_path / "packs" / "op.toml").write_text(MINIMAL, encoding="utf-8")
+    config.write_text(config.read_text(encoding="utf-8") + 'policies_dir = "packs"\n')
+    result = invoke(app, "list", "--json", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert "op-pack" in {p["id"] for p in json.loads(result.stdout)["packs"]}
+    # Without the setting (and no environment variable) only the built-in packs load.
+    plain = tmp_path / "plain.toml"
+    plain.write_text(f'state_dir = "{tmp_path / "state"}"\n', encoding="utf-8")
+    result = invoke(app, "list", "--json", "--config", str(plain))
+    assert "op-pack" not in {p["id"] for p in json.loads(result.stdout)["packs"]}
+
+
 def test_evaluate_json(app: typer.Typer, config: Path, kpis_file: Path, tmp_path: Path) -> None:
     result = invoke(
         app,
