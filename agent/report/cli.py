@@ -91,11 +91,12 @@ def run_report(
             site=site,
             month=month,
             intervals=intervals,
-            history=read_history(store, history_start, start),
+            history=read_history(store, history_start, start, timezone=site.timezone),
             green=ledger,
             journal=journal,
             coverage_threshold=coverage_threshold,
-            policies_dir=policies_dir,
+            # The packs the live findings used (agent.toml) unless the caller names others.
+            policies_dir=policies_dir or settings.policies_path(),
             csv=csv,
         )
         try:
@@ -118,7 +119,10 @@ def report(
         typer.Option(help="Green ledger (JSON list of {month, kind, energy_kwh, reference})."),
     ] = None,
     coverage_threshold: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.95,
-    policies_dir: Annotated[Path | None, typer.Option(help="Operator policy packs.")] = None,
+    policies_dir: Annotated[
+        Path | None,
+        typer.Option(help="Operator policy packs (default: policies_dir of agent.toml)."),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle.")] = False,
     csv: Annotated[
         bool, typer.Option(help="Also write the data as zstd CSV (the slowest step at scale).")

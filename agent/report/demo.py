@@ -39,7 +39,7 @@ def write_demo_report(settings: AgentSettings, month: str, *, console: Console) 
             site=site,
             month=month,
             intervals=intervals,
-            history=read_history(store, history_start, start),
+            history=read_history(store, history_start, start, timezone=site.timezone),
             journal=journal_summary(settings.journal_path, start, end),
             csv=True,
         )

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -161,35 +162,97 @@ def month_intervals(store_root: Path, start: datetime, end: datetime) -> Iterato
         shutil.rmtree(spool, ignore_errors=True)
 
 
-def read_history(store_root: Path, start: datetime, end: datetime) -> pl.LazyFrame:
-    """The months before the report: the rows of the store's hourly roll-up parts.
+def _history_hours(
+    start: datetime, end: datetime, timezone: str
+) -> tuple[Literal["1h", "1d"], list[datetime]]:
+    """How to read ``[start, end)`` from the store so that no row spans two local days.
 
-    Reading 22 months of base intervals would be ~20x the month itself; the bundle
-    keeps daily roll-ups of history anyway, so the hourly ones lose nothing. The parts
-    are scanned as they are, *not* summed per hour across parts first
-    (``IntervalStore.read_hourly`` does that with a 32-million-group hash table for
-    2,000 meters, ~8 GiB): the bundle's daily roll-up sums them per meter and local day
-    anyway, to the same energy, coverage and flags. Falls back to ``read_hourly`` (or
-    the base intervals) when the store has no hourly parts laid out as documented.
+    Returns the longest store roll-up that fits (``"1d"`` only where local days are UTC
+    days) and the UTC hours holding a local midnight *inside* them (zones with half- or
+    quarter-hour offsets: one such hour a day). Those hours must come as base rows: their
+    hourly roll-up straddles two local days.
     """
-    files = [
+    zone = ZoneInfo(timezone)
+    last = timedelta(hours=1) - timedelta(microseconds=1)
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    hour = start.replace(minute=0, second=0, microsecond=0)
+    split: list[datetime] = []
+    utc_days = True
+    while hour < end:
+        first_day, last_day = hour.astimezone(zone).date(), (hour + last).astimezone(zone).date()
+        if first_day != last_day:
+            split.append(hour)
+        utc_days = utc_days and first_day == last_day == hour.date()
+        hour += timedelta(hours=1)
+    return ("1d" if utc_days else "1h"), split
+
+
+def _hourly_parts(store_root: Path, months: Iterable[str]) -> list[Path]:
+    return [
         f
-        for m in _utc_months(start, end)
+        for m in months
         for f in sorted((store_root / "hourly" / f"month={m}").glob("part-*.parquet"))
     ]
-    if files:
-        return (
-            pl.scan_parquet(files)
-            .filter((pl.col("interval_start") >= start) & (pl.col("interval_start") < end))
-            .select(INTERVAL_SCHEMA.names())
-        )
+
+
+def read_history(
+    store_root: Path, start: datetime, end: datetime, *, timezone: str
+) -> pl.LazyFrame:
+    """The months before the report, as rows that each lie in one local day of ``timezone``.
+
+    Every ``(meter, interval_start)`` is counted once, even where parts of the store share
+    keys (an import over live data, a compaction between writing its part and removing
+    the old ones): the rows come from ``IntervalStore.read_rollup(every="1h")`` — per
+    meter and whole UTC hour from the parts' hourly roll-ups, parts that may share keys
+    de-duplicated first (a meter-hour split between parts comes as several rows; the
+    bundle's daily roll-up sums them). Reading 22 months of base intervals would be ~20x
+    the month itself; the bundle keeps daily roll-ups of history anyway, so hours lose
+    nothing. Where a UTC hour holds a local midnight (half- and quarter-hour zones), that
+    hour's base interval rows are read instead of its hourly rows, so each local day's
+    sums are exact (cost: the base rows of every part holding such an hour are decoded,
+    ~1 s per month for 2,000 meters at one minute); where local days are UTC days, the
+    store's daily roll-ups are read. Parts that share keys cost what the store's
+    de-duplication costs (an in-memory sort of those parts' rows).
+
+    Fallbacks, for stores not laid out as documented: a UTC month with hourly roll-up
+    parts but no interval parts (history loaded as roll-ups only) is read from those
+    parts as they are — without keys they cannot be de-duplicated; and without
+    ``agent.store`` the hourly parts are scanned as they are, or the base intervals.
+    Hourly parts of a month that has interval parts are only read through the store
+    (one left behind by an interrupted compaction is not counted).
+    """
+    names = INTERVAL_SCHEMA.names()
+    in_period = (pl.col("interval_start") >= start) & (pl.col("interval_start") < end)
+    months = _utc_months(start, end)
     try:
         store_module = importlib.import_module("agent.store")
         store = store_module.IntervalStore(store_root)
-        frame: pl.LazyFrame = store.read_hourly(start, end)
-        return frame
+        read_rollup, scan_intervals = store.read_rollup, store.scan_intervals
     except (ImportError, AttributeError):
+        files = _hourly_parts(store_root, months)
+        if files:
+            return pl.scan_parquet(files).filter(in_period).select(names)
         return read_intervals(store_root, start, end)
+    laid_out = {
+        m for m in months if any((store_root / "intervals" / f"month={m}").glob("part-*.parquet"))
+    }
+    pieces: list[pl.LazyFrame] = []
+    if laid_out:
+        every, split = _history_hours(start, end, timezone)
+        rows: pl.LazyFrame = read_rollup(start, end, every=every)
+        if split:
+            hours = pl.Series(split, dtype=INTERVAL_SCHEMA["interval_start"])
+            in_split = pl.col("interval_start").dt.truncate("1h").is_in(hours.implode())
+            base: pl.LazyFrame = scan_intervals(start, end)
+            pieces += [rows.filter(~in_split), base.filter(in_split).select(names)]
+        else:
+            pieces.append(rows)
+    legacy = _hourly_parts(store_root, [m for m in months if m not in laid_out])
+    if legacy:
+        pieces.append(pl.scan_parquet(legacy).filter(in_period).select(names))
+    if not pieces:
+        return pl.LazyFrame(schema=INTERVAL_SCHEMA)
+    return pl.concat(pieces, how="vertical")
 
 
 def _ro(path: Path) -> sqlite3.Connection:
