@@ -218,34 +218,46 @@ def day_index(intervals: pl.LazyFrame) -> tuple[pl.DataFrame, bool]:
     return index.select(INDEX_SCHEMA.names()).cast(INDEX_SCHEMA), unique
 
 
-def _hourly(intervals: pl.LazyFrame) -> pl.LazyFrame:
-    """:func:`hourly_rollup`, lazily and unsorted."""
-    hour_us = _HOUR_US
+def _period_rows(sums: pl.LazyFrame, period: str, period_us: int) -> pl.LazyFrame:
+    """Sum ``energy_kwh``, ``covered_us``, ``flags`` per meter and ``period`` start.
+
+    Returns INTERVAL_SCHEMA rows, one per meter and period, in first-seen order.
+    Coverage multiplies by the reciprocal: Polars divides a column by a scalar that way
+    except for a one-row column, which would make the last bit depend on the frame.
+    """
     return (
-        intervals.with_columns(
-            pl.col("interval_start").dt.truncate("1h").alias("_h"),
-            (
-                pl.col("coverage")
-                * (pl.col("interval_end") - pl.col("interval_start")).dt.total_microseconds()
-            ).alias("_covered"),
-        )
-        .group_by("meter", "_h")
+        sums.group_by("meter", period, maintain_order=True)
         .agg(
             pl.col("energy_kwh").sum(),
-            pl.col("_covered").sum(),
+            pl.col("covered_us").sum(),
             pl.col("flags").bitwise_or(),
             pl.col("method").first(),
         )
         .select(
             "meter",
-            pl.col("_h").alias("interval_start"),
-            (pl.col("_h") + pl.duration(hours=1)).alias("interval_end"),
+            pl.col(period).alias("interval_start"),
+            (pl.col(period) + pl.duration(microseconds=period_us)).alias("interval_end"),
             "energy_kwh",
-            (pl.col("_covered") / hour_us).alias("coverage"),
+            (pl.col("covered_us") * (1.0 / period_us)).alias("coverage"),
             "flags",
             "method",
         )
         .cast(INTERVAL_SCHEMA)
+    )
+
+
+def _hourly(intervals: pl.LazyFrame) -> pl.LazyFrame:
+    """:func:`hourly_rollup`, lazily and unsorted."""
+    return _period_rows(
+        intervals.with_columns(
+            pl.col("interval_start").dt.truncate("1h").alias("_h"),
+            (
+                pl.col("coverage")
+                * (pl.col("interval_end") - pl.col("interval_start")).dt.total_microseconds()
+            ).alias("covered_us"),
+        ),
+        "_h",
+        _HOUR_US,
     )
 
 
@@ -481,26 +493,9 @@ class IntervalStore:
         if view.unclean:
             pieces.append(day_index(_dedupe(view.unclean))[0].lazy().select(columns))
         return (
-            pl.concat(pieces)
-            .group_by("meter", "day", maintain_order=True)
-            .agg(
-                pl.col("energy_kwh").sum(),
-                pl.col("covered_us").sum(),
-                pl.col("flags").bitwise_or(),
-                pl.col("method").first(),
-            )
-            .select(
-                "meter",
-                pl.col("day").alias("interval_start"),
-                (pl.col("day") + pl.duration(days=1)).alias("interval_end"),
-                "energy_kwh",
-                (pl.col("covered_us") / _DAY_US).alias("coverage"),
-                "flags",
-                "method",
-            )
+            _period_rows(pl.concat(pieces), "day", _DAY_US)
             .sort("meter", "interval_start")
             .collect()
-            .cast(INTERVAL_SCHEMA)
         )
 
     def _rows_of(self, view: _MonthView, where: pl.Expr, columns: list[str]) -> list[pl.LazyFrame]:
