@@ -84,6 +84,19 @@ def run(config: ConfigOption = None, state_dir: StateDirOption = None) -> None:
     asyncio.run(agent.run())
 
 
+def _packs_line(policies: Path, problems: list[str]) -> str:
+    """What ``check`` says of the policy packs (a refused operator pack is a problem)."""
+    from rules.pack import load_packs  # noqa: PLC0415
+
+    loaded = load_packs(policies)
+    problems += [f"policy pack refused: {error}" for error in loaded.errors]
+    operator = sum(1 for source in loaded.sources.values() if Path(source).parent == policies)
+    return (
+        f"policy packs: {len(loaded.packs)} loaded ({operator} from {policies}"
+        f"{'' if policies.is_dir() else ', which does not exist'})"
+    )
+
+
 @app.command()
 def check(config: ConfigOption = None, state_dir: StateDirOption = None) -> None:
     """Validate settings and the site model, and print what the agent would do."""
@@ -129,6 +142,7 @@ def check(config: ConfigOption = None, state_dir: StateDirOption = None) -> None
             lines.append(f"  {formula.upper()} = {terms}")
     elif not problems:
         lines.append("site: none configured (readings are journalled, no KPIs computed)")
+    lines.append(_packs_line(settings.policies_path(), problems))
     for line in lines:
         out.print(line, highlight=False, markup=False)
     if problems:

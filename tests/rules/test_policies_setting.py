@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from agent.settings import load_settings
@@ -9,6 +11,7 @@ from agent.sinks import local_store
 from agent.store import IntervalStore
 from rules.pack import DEFAULT_POLICIES_DIR, LoadedPacks
 from tests.kpi.helpers import small_site
+from tests.paths import ROOT
 from tests.rules.test_packs import MINIMAL
 
 
@@ -30,3 +33,30 @@ def test_default_is_the_documented_folder(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text(f'state_dir = "{tmp_path / "state"}"\n')
     assert load_settings(config).policies_path() == DEFAULT_POLICIES_DIR
+
+
+def test_check_names_the_packs_and_refuses_a_broken_one(tmp_path: Path) -> None:
+    (tmp_path / "packs").mkdir()
+    (tmp_path / "packs" / "op.toml").write_text(MINIMAL, encoding="utf-8")
+    config = tmp_path / "agent.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\npolicies_dir = "packs"\n')
+
+    def check() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "agent", "check", "--config", str(config)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    result = check()
+    assert result.returncode == 0, result.stderr
+    # The console folds long lines: compare with whitespace collapsed.
+    assert f"(1 from {tmp_path / 'packs'})" in " ".join(result.stdout.split())
+    (tmp_path / "packs" / "broken.toml").write_text("rules = [", encoding="utf-8")
+    result = check()
+    assert result.returncode != 0
+    assert "policy pack refused" in result.stdout + result.stderr
+    assert "broken.toml" in result.stdout + result.stderr
