@@ -268,6 +268,15 @@ async def run_demo(
     finally:
         if devices is not None:
             await devices.stop()
+    # The live view may stop before the aggregator's last KPI refresh (both end with the
+    # agent): what the store holds once everything has stopped, as a last table.
+    site = parse_site(settings.site or {}, source="demo")
+    final = Table(title="stored by the aggregator at stop", show_header=False)
+    final.add_column("what", style="bold")
+    final.add_column("value", justify="right")
+    for label, value in _stored_figures(settings.state_dir / "store", site).items():
+        final.add_row(label, value)
+    console.print(final)
     return settings, committed
 
 
