@@ -49,13 +49,8 @@ racks = 10
 """
 
 
-def _check(tmp_path: Path, site_text: str) -> subprocess.CompletedProcess[str]:
-    site = tmp_path / "site.toml"
-    site.write_text(site_text, encoding="utf-8")
-    config = tmp_path / "agent.toml"
-    config.write_text(
-        f'state_dir = "{tmp_path}/state"\nsite_file = "site.toml"\n', encoding="utf-8"
-    )
+def run_check(config: Path) -> subprocess.CompletedProcess[str]:
+    """``pue-agent check --config config`` in a fresh interpreter."""
     return subprocess.run(
         [sys.executable, "-m", "agent", "check", "--config", str(config)],
         cwd=ROOT,
@@ -64,6 +59,16 @@ def _check(tmp_path: Path, site_text: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def _check(tmp_path: Path, site_text: str) -> subprocess.CompletedProcess[str]:
+    site = tmp_path / "site.toml"
+    site.write_text(site_text, encoding="utf-8")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path}/state"\nsite_file = "site.toml"\n', encoding="utf-8"
+    )
+    return run_check(config)
 
 
 def test_good_site_passes_and_prints_the_plan(tmp_path: Path) -> None:
@@ -139,14 +144,7 @@ def test_unknown_collector_kind_and_bad_option(tmp_path: Path) -> None:
         '[[collectors]]\nkind = "modbus"\n[[collectors]]\nkind = "sim"\nname = "s"\npdus = -1\n',
         encoding="utf-8",
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "agent", "check", "--config", str(config)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_check(config)
     assert result.returncode != 0
     assert "collector kind 'modbus' is unknown" in result.stderr
     assert "collectors.s: pdus" in result.stderr
