@@ -20,7 +20,6 @@ import polars as pl
 from agent.energy.config import EnergyConfig, meter_table
 from agent.energy.core import (
     ENGINE,
-    INTERVAL_STORE_SCHEMA,
     STATUS_KEPT,
     intervals_from_parts,
     meter_attributes,
@@ -311,8 +310,6 @@ class IntervalEngine:
         )
         self._state = None
         self.late_readings += late
-        return (
-            to_interval_schema(parts.lazy(), self._attributes, self.config.interval_us)
-            .select(INTERVAL_STORE_SCHEMA.names())
-            .collect(engine=ENGINE)
+        return to_interval_schema(parts.lazy(), self._attributes, self.config.interval_us).collect(
+            engine=ENGINE
         )

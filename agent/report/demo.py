@@ -8,9 +8,7 @@ from rich.console import Console
 
 from agent import keys
 from agent.pipeline import load_site_for
-from agent.report.bundle import HISTORY_MONTHS, ReportRequest, build_bundle
-from agent.report.periods import month_bounds, shift_month
-from agent.report.sources import journal_summary, month_intervals, read_history
+from agent.report.cli import run_report
 from agent.report.verify import verify_bundle
 from agent.settings import AgentSettings
 
@@ -23,28 +21,15 @@ def write_demo_report(settings: AgentSettings, month: str, *, console: Console) 
     Raises:
         RuntimeError: if the freshly written bundle does not verify (a bug, never expected).
     """
-    site = load_site_for(settings)
-    assert site is not None, "the demo always has a site model"
     try:
         key = keys.load_signing_key(settings)
     except keys.SigningKeyError:
         key = keys.init_key(settings)
-    start, end = month_bounds(month, site.timezone)
-    history_start, _ = month_bounds(shift_month(month, -HISTORY_MONTHS), site.timezone)
-    store = settings.state_dir / "store"
     out_dir = settings.state_dir / "reports"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with month_intervals(store, start, end) as intervals:
-        request = ReportRequest(
-            site=site,
-            month=month,
-            intervals=intervals,
-            history=read_history(store, history_start, start, timezone=site.timezone),
-            journal=journal_summary(settings.journal_path, start, end),
-            csv=True,
-        )
-        result = build_bundle(request, key, out_dir, ("zh", "en"), overwrite=True)
+    result, _ = run_report(settings, month, out_dir=out_dir, overwrite=True)
     bundle = result.zip_path or result.directory
+    site = load_site_for(settings)
+    assert site is not None, "the demo always has a site model"
     # Verify as an auditor would: with the public key handed over as a file.
     public_file = out_dir / f"{site.id}-signing-key.pub.pem"
     public_file.write_text(keys.public_key_pem(key.public), encoding="utf-8")

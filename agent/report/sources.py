@@ -1,13 +1,12 @@
 """Where a report's inputs come from on a running site: the interval store and the journal.
 
-``agent.store.IntervalStore`` and ``agent.energy.interval_energy`` belong to the
-KPI engineer; they are imported lazily and, while missing, the clearly named
-fallbacks here are used (and say so).
+Intervals come through :class:`agent.store.IntervalStore` (which never counts a key
+twice); the journal check re-derives intervals with :func:`agent.energy.interval_energy`,
+the Polars reference of the aggregator's arithmetic.
 """
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import sqlite3
 import tempfile
@@ -20,8 +19,10 @@ from zoneinfo import ZoneInfo
 
 import polars as pl
 
+from agent.energy import EnergyConfig, interval_energy
 from agent.schemas import INTERVAL_SCHEMA
 from agent.site import Site
+from agent.store import IntervalStore
 
 __all__ = [
     "batch_hashes",
@@ -34,23 +35,8 @@ __all__ = [
 
 
 def read_intervals(store_root: Path, start: datetime, end: datetime) -> pl.LazyFrame:
-    """Interval rows in ``[start, end)`` from the interval store under ``store_root``.
-
-    Uses ``agent.store.IntervalStore(root).read_intervals`` when it exists; otherwise
-    (fallback) scans every Parquet file under ``store_root/intervals``.
-    """
-    try:
-        store_module = importlib.import_module("agent.store")
-        store = store_module.IntervalStore(store_root)
-        frame: pl.LazyFrame = store.read_intervals(start, end)
-        return frame
-    except (ImportError, AttributeError):
-        files = sorted((store_root / "intervals").rglob("*.parquet"))
-        if not files:
-            return pl.LazyFrame(schema=INTERVAL_SCHEMA)
-        return pl.scan_parquet(files).filter(
-            (pl.col("interval_start") >= start) & (pl.col("interval_start") < end)
-        )
+    """Interval rows in ``[start, end)`` from the interval store under ``store_root``."""
+    return IntervalStore(store_root).read_intervals(start, end)
 
 
 def _utc_months(start: datetime, end: datetime) -> list[str]:
@@ -214,36 +200,27 @@ def read_history(
     store's daily roll-ups are read. Parts that share keys cost what the store's
     de-duplication costs (an in-memory sort of those parts' rows).
 
-    Fallbacks, for stores not laid out as documented: a UTC month with hourly roll-up
+    Fallback, for stores not laid out as documented: a UTC month with hourly roll-up
     parts but no interval parts (history loaded as roll-ups only) is read from those
-    parts as they are — without keys they cannot be de-duplicated; and without
-    ``agent.store`` the hourly parts are scanned as they are, or the base intervals.
-    Hourly parts of a month that has interval parts are only read through the store
-    (one left behind by an interrupted compaction is not counted).
+    parts as they are — without keys they cannot be de-duplicated. Hourly parts of a
+    month that has interval parts are only read through the store (one left behind by
+    an interrupted compaction is not counted).
     """
     names = INTERVAL_SCHEMA.names()
     in_period = (pl.col("interval_start") >= start) & (pl.col("interval_start") < end)
     months = _utc_months(start, end)
-    try:
-        store_module = importlib.import_module("agent.store")
-        store = store_module.IntervalStore(store_root)
-        read_rollup, scan_intervals = store.read_rollup, store.scan_intervals
-    except (ImportError, AttributeError):
-        files = _hourly_parts(store_root, months)
-        if files:
-            return pl.scan_parquet(files).filter(in_period).select(names)
-        return read_intervals(store_root, start, end)
+    store = IntervalStore(store_root)
     laid_out = {
         m for m in months if any((store_root / "intervals" / f"month={m}").glob("part-*.parquet"))
     }
     pieces: list[pl.LazyFrame] = []
     if laid_out:
         every, split = _history_hours(start, end, timezone)
-        rows: pl.LazyFrame = read_rollup(start, end, every=every)
+        rows = store.read_rollup(start, end, every=every)
         if split:
             hours = pl.Series(split, dtype=INTERVAL_SCHEMA["interval_start"])
             in_split = pl.col("interval_start").dt.truncate("1h").is_in(hours.implode())
-            base: pl.LazyFrame = scan_intervals(start, end)
+            base = store.scan_intervals(start, end)
             pieces += [rows.filter(~in_split), base.filter(in_split).select(names)]
         else:
             pieces.append(rows)
@@ -321,7 +298,7 @@ def batch_hashes(path: Path, seqs: Iterable[int]) -> dict[int, str]:
 
 def rederive_intervals(
     journal: Any, site: Site, summary: dict[str, Any], *, interval_s: int = 60
-) -> pl.DataFrame | None:
+) -> pl.DataFrame:
     """Interval rows re-derived from the raw readings of the batches in ``summary``.
 
     Args:
@@ -330,19 +307,12 @@ def rederive_intervals(
         summary: ``journal.json`` (first and last batch).
         interval_s: Base interval length of the bundled rows.
 
-    Returns ``None`` while ``agent.energy.interval_energy`` does not exist.
     """
-    try:
-        energy = importlib.import_module("agent.energy")
-        interval_energy = energy.interval_energy
-        config = energy.EnergyConfig(interval_s=interval_s)
-    except (ImportError, AttributeError):
-        return None
+    config = EnergyConfig(interval_s=interval_s)
     frames = [
         batch.frame
         for batch in journal.iter_batches(int(summary["first_seq"]) - 1, kinds=("readings",))
         if batch.seq <= int(summary["last_seq"])
     ]
     readings = pl.concat(frames).lazy() if frames else pl.LazyFrame()
-    derived: pl.LazyFrame = interval_energy(readings, site, config)
-    return derived.collect()
+    return interval_energy(readings, site, config).collect()

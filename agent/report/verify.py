@@ -342,12 +342,6 @@ def _rederive(bundle: _Bundle, journal: Any, summary: dict[str, Any]) -> Check:
     modes = lengths.mode().to_list()
     interval_s = int(min(modes)) if modes else 60
     derived = rederive_intervals(journal, site, summary, interval_s=interval_s)
-    if derived is None:
-        return Check(
-            "re-derive",
-            "skipped",
-            "agent.energy.interval_energy is not available: interval rows not re-derived",
-        )
     lo, hi = bundled["interval_start"].min(), bundled["interval_start"].max()
     derived = derived.filter(pl.col("interval_start").is_between(lo, hi))
     key = ["meter", "interval_start"]
