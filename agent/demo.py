@@ -1,10 +1,10 @@
 """``pue-agent demo``: the agent on its embedded default, with no external server.
 
-In a development tree (``../shared/fixtures`` beside the checkout) the demo starts simulated
-devices **behind the real protocols** on loopback ports — SNMP agents answering with real APC
-PDU and UPS walks, an in-process MQTT broker with Shelly Pro 3EM meters, a Redfish service
-serving a real Dell capture — and polls them with the real collectors. Without fixtures it
-falls back to the in-process ``sim`` collector. Either way the local store computes interval
+The demo starts simulated devices **behind the real protocols** on loopback ports — SNMP
+agents answering as APC rack PDUs and Smart-UPSes, an in-process MQTT broker with Shelly Pro
+3EM meters, a Redfish service for a GPU server, all serving data the project generates — and
+polls them with the real collectors (``--no-protocols``: the in-process ``sim`` collector
+instead). Either way the local store computes interval
 energy, and ``--minutes`` ends with a sample monthly report generated on an accelerated clock.
 """
 
@@ -17,22 +17,25 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import polars as pl
-import typer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from agent.journal import Journal
+from agent.periods import month_bounds
+from agent.pipeline import Agent
 from agent.plugins import Collector, Consumer, ConsumerContext, build_collector, build_consumer
 from agent.realtime import LatestPower
 from agent.settings import AgentSettings, CollectorEntry, load_settings
 from agent.site import Site, parse_site
+from agent.store import IntervalStore
+from collectors.sim.devices.demo_site import DemoDevices
 from collectors.sim.simulator import SiteSimulator, site_table
 
-__all__ = ["DemoView", "demo_settings", "register", "run_demo"]
+__all__ = ["DemoView", "demo_settings", "run_demo", "simulate_month"]
 
 _ROLE_ORDER = ("grid_import", "onsite_renewable", "it", "cooling", "other")
 
@@ -133,7 +136,6 @@ class DemoView:
 
 
 def _energy_pue(store_root: Path, site: Site) -> str:
-    from agent.store import IntervalStore  # noqa: PLC0415
 
     start = datetime.now(UTC) - timedelta(days=1)
     intervals = IntervalStore(store_root).read_intervals(start, datetime.now(UTC) + timedelta(1))
@@ -163,8 +165,6 @@ def _kpi_text(kpis: pl.DataFrame, kind: str, metric: str, digits: int = 3) -> st
 
 def _stored_figures(store_root: Path, site: Site) -> dict[str, str]:
     """Today's PUE, the month's REF and the findings, as the aggregator last stored them."""
-    from agent.store import IntervalStore  # noqa: PLC0415
-
     store = IntervalStore(store_root)
     month = datetime.now(site.zone).strftime("%Y-%m")
     kpis = store.read_kpis(month=month)
@@ -200,7 +200,6 @@ async def _run_agent(
     seconds: float | None,
     until_collectors_done: bool = False,
 ) -> int:
-    from agent.pipeline import Agent  # noqa: PLC0415
 
     site: Site = parse_site(settings.site or {}, source="demo")
     collectors: list[Collector] = [
@@ -238,31 +237,26 @@ async def run_demo(
     console: Console,
 ) -> tuple[AgentSettings, int]:
     """Run the live part of the demo; returns its settings and the readings committed."""
-    from collectors.sim.devices.demo_site import DemoDevices, find_fixtures  # noqa: PLC0415
-
-    fixtures = find_fixtures() if protocols else None
     devices: DemoDevices | None = None
-    if fixtures is not None:
-        devices = DemoDevices(fixtures=fixtures, pdus=pdus, interval_s=interval_s)
+    if protocols:
+        devices = DemoDevices(pdus=pdus, interval_s=interval_s)
         await devices.start()
         settings = demo_settings(state_dir, site=devices.site(), collectors=devices.collectors())
         console.print(
             f"simulated devices on loopback: SNMP udp/{devices.snmp_port} "
             f"({pdus} APC rPDU2 PDUs, 4 APC Smart-UPS), MQTT tcp/{devices.mqtt_port} "
-            f"(Shelly Pro 3EM meters), Redfish http/{devices.redfish_ports} (Dell R750 capture); "
+            f"(Shelly Pro 3EM meters), Redfish http/{devices.redfish_ports} (GPU server BMC); "
             f"{devices.wrap_device}'s 31-bit energy register wraps within the first minute"
         )
     else:
-        if protocols:
-            console.print("no device fixtures found: using the in-process sim collector")
         sim = SiteSimulator(pdus=pdus)
         settings = demo_settings(
             state_dir,
             site=site_table(sim),
             collectors=[{"kind": "sim", "name": "sim", "pdus": pdus, "interval_s": interval_s}],
         )
-    view = DemoView(console=console, store_root=settings.state_dir / "store")
-    store = build_consumer("local_store", "local_store", {"kpi_refresh_s": 10.0}, settings)
+    view = DemoView(console=console, store_root=settings.store_path())
+    store = build_consumer("aggregator", "aggregator", {"kpi_refresh_s": 10.0}, settings)
     try:
         committed = await _run_agent(settings, [view, store], seconds=seconds)
     finally:
@@ -274,7 +268,7 @@ async def run_demo(
     final = Table(title="stored by the aggregator at stop", show_header=False)
     final.add_column("what", style="bold")
     final.add_column("value", justify="right")
-    for label, value in _stored_figures(settings.state_dir / "store", site).items():
+    for label, value in _stored_figures(settings.store_path(), site).items():
         final.add_row(label, value)
     console.print(final)
     return settings, committed
@@ -282,8 +276,6 @@ async def run_demo(
 
 async def simulate_month(state_dir: Path, month: str, *, pdus: int) -> AgentSettings:
     """Generate one local month of 1-minute readings on an accelerated clock, into the store."""
-    from agent.kpi import month_bounds  # noqa: PLC0415
-
     sim = SiteSimulator(pdus=pdus)
     table = site_table(sim)
     start, end = month_bounds(month, table["timezone"])
@@ -303,67 +295,6 @@ async def simulate_month(state_dir: Path, month: str, *, pdus: int) -> AgentSett
             }
         ],
     )
-    store = build_consumer("local_store", "local_store", {}, settings)
+    store = build_consumer("aggregator", "aggregator", {}, settings)
     await _run_agent(settings, [store], seconds=None, until_collectors_done=True)
     return settings
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``pue-agent demo``."""
-
-    @app.command()
-    def demo(
-        minutes: Annotated[
-            float | None, typer.Option(help="Stop after N minutes, then write a sample report.")
-        ] = None,
-        state_dir: Annotated[Path, typer.Option(help="Where the demo keeps its data.")] = Path(
-            "pue-agent-demo"
-        ),
-        pdus: Annotated[int, typer.Option(help="Simulated rack PDUs.")] = 8,
-        interval_s: Annotated[float, typer.Option(help="Seconds between polls.")] = 5.0,
-        protocols: Annotated[
-            bool, typer.Option(help="Simulated devices behind SNMP, MQTT and Redfish.")
-        ] = True,
-        report: Annotated[
-            bool, typer.Option(help="After --minutes, simulate last month and report on it.")
-        ] = True,
-    ) -> None:
-        """Run the agent on a simulated site (no external servers) with a live view."""
-        from agent.logs import configure_logging  # noqa: PLC0415
-
-        configure_logging("warning", "console")
-        console = Console()
-        seconds = minutes * 60 if minutes is not None else None
-        settings, committed = asyncio.run(
-            run_demo(
-                state_dir,
-                seconds=seconds,
-                pdus=pdus,
-                interval_s=interval_s,
-                protocols=protocols,
-                console=console,
-            )
-        )
-        check = Journal(settings.journal_path).verify()
-        console.print(
-            f"{committed:,} readings journalled this run; journal "
-            f"{'verified OK' if check.ok else 'BROKEN: ' + str(check.problem)} "
-            f"({check.batches_checked} batches) in {settings.journal_path}"
-        )
-        if minutes is not None and report:
-            _sample_report(state_dir / "sample-month", pdus=pdus, console=console)
-
-
-def _sample_report(state_dir: Path, *, pdus: int, console: Console) -> None:
-    from agent.kpi.periods import shift_month  # noqa: PLC0415
-
-    now_local = datetime.now(UTC) + timedelta(hours=8)
-    month = shift_month(now_local.strftime("%Y-%m"), -1)
-    console.print(f"simulating {month} at 1-minute resolution on an accelerated clock…")
-    started = time.monotonic()
-    settings = asyncio.run(simulate_month(state_dir, month, pdus=pdus))
-    console.print(f"  done in {time.monotonic() - started:.1f} s")
-    from agent.report.demo import write_demo_report  # noqa: PLC0415
-
-    bundle = write_demo_report(settings, month, console=console)
-    console.print(f"sample monthly report: {bundle}")

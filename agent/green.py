@@ -1,6 +1,6 @@
 """The green-energy ledger: certificates retired and green contracts, entered by the operator.
 
-These figures are documentary (PUE.md: not metered), so every entry keeps who entered
+These figures are documentary (docs/pue.md: not metered), so every entry keeps who entered
 it and when, and removing one only marks it removed (who/when) — the history stays
 for the auditor. The ledger is a small JSON file under ``state_dir/green/``, rewritten
 atomically under an exclusive lock.

@@ -390,11 +390,6 @@ class Journal:
                 (seq, time.time_ns() // 1000, name),
             )
 
-    def remove_cursor(self, name: str) -> None:
-        """Forget a consumer that is no longer configured (its data may then be pruned)."""
-        with self._lock:
-            self._db.execute("DELETE FROM cursors WHERE name = ?", (name,))
-
     def lag(self) -> dict[str, int]:
         """Batches each consumer is behind the head."""
         return {name: self._head_seq - seq for name, seq in self.cursors().items()}

@@ -19,9 +19,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -40,7 +38,6 @@ __all__ = [
     "load_public_key",
     "load_signing_key",
     "public_key_pem",
-    "register",
 ]
 
 KEY_FILE_NAME = "report-signing.key"
@@ -218,58 +215,3 @@ def load_public_key(value: str | Path) -> Ed25519PublicKey:
     if raw is None or len(raw) != 32:
         raise SigningKeyError("public key: expected a PEM file or the 32-byte key in hex or base64")
     return Ed25519PublicKey.from_public_bytes(raw)
-
-
-# -- CLI -------------------------------------------------------------------------------------
-
-keys_app = typer.Typer(help="Create and show the report-signing key.", no_args_is_help=True)
-
-_ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", help="Agent TOML file (default /etc/pue-agent/agent.toml)."),
-]
-_StateDirOption = Annotated[
-    Path | None, typer.Option("--state-dir", help="Override the state directory.")
-]
-
-
-@keys_app.command("init")
-def keys_init(
-    config: _ConfigOption = None,
-    state_dir: _StateDirOption = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing key.")] = False,
-) -> None:
-    """Generate the site's Ed25519 signing key (private key file mode 0600)."""
-    from agent.cli import fail, out, settings_or_exit  # noqa: PLC0415 - avoid an import cycle
-
-    settings = settings_or_exit(config, state_dir)
-    try:
-        key = init_key(settings, force=force)
-    except SigningKeyError as exc:
-        raise fail(str(exc)) from exc
-    out.print(f"private key: {key.origin} (mode 0600)", highlight=False, markup=False)
-    out.print(f"fingerprint: {key.fingerprint}", highlight=False, markup=False)
-    out.print(public_key_pem(key.public), highlight=False, markup=False, end="")
-
-
-@keys_app.command("show")
-def keys_show(
-    config: _ConfigOption = None,
-    state_dir: _StateDirOption = None,
-) -> None:
-    """Print the public key (PEM) and its fingerprint, to hand to auditors."""
-    from agent.cli import fail, out, settings_or_exit  # noqa: PLC0415 - avoid an import cycle
-
-    settings = settings_or_exit(config, state_dir)
-    try:
-        key = load_signing_key(settings)
-    except SigningKeyError as exc:
-        raise fail(str(exc)) from exc
-    out.print(f"source: {key.origin}", highlight=False, markup=False)
-    out.print(f"fingerprint: {key.fingerprint}", highlight=False, markup=False)
-    out.print(public_key_pem(key.public), highlight=False, markup=False, end="")
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``pue-agent keys …``."""
-    app.add_typer(keys_app, name="keys")

@@ -10,13 +10,12 @@ is durable. Consumers follow the journal from their own cursors.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 import polars as pl
 
@@ -32,11 +31,10 @@ from agent.plugins import (
     build_consumer,
 )
 from agent.readings import ReadingBatchError, validate_batch
-from agent.service import AgentService
-from agent.settings import AgentSettings
-from agent.site import Site, load_site, parse_site
+from agent.settings import AGGREGATOR_KINDS, AgentSettings, ConfigError
+from agent.site import Site, load_site_for
 
-__all__ = ["Agent", "build_agent"]
+__all__ = ["Agent", "RunHooks", "build_agent"]
 
 _log = get_logger("pipeline")
 
@@ -46,6 +44,22 @@ class _Pending:
     batch: pl.DataFrame
     source: str
     done: asyncio.Future[AppendResult | None]
+
+
+class RunHooks(Protocol):
+    """What runs around a running :class:`Agent` (the service owns the agent and these)."""
+
+    async def start(self) -> None:
+        """Before the pipeline's tasks start (bind the API, install SIGHUP)."""
+        ...
+
+    async def run(self) -> None:
+        """Inside the pipeline's TaskGroup, until the agent stops."""
+        ...
+
+    async def close(self) -> None:
+        """After the pipeline has shut down."""
+        ...
 
 
 @dataclass
@@ -103,8 +117,14 @@ class Agent:
             _log.info("stopping")
             self._stopping.set()
 
-    async def run(self, *, install_signals: bool = True) -> None:
-        """Run until :meth:`stop` (or SIGTERM/SIGINT); returns after a clean shutdown."""
+    async def run(self, *, install_signals: bool = True, hooks: RunHooks | None = None) -> None:
+        """Run until :meth:`stop` (or SIGTERM/SIGINT); returns after a clean shutdown.
+
+        Args:
+            install_signals: Stop on SIGTERM/SIGINT (off when embedded in tests).
+            hooks: What runs around the pipeline (:class:`agent.service.AgentService`:
+                systemd notifications, SIGHUP reload, the HTTP API), if anything.
+        """
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -130,9 +150,9 @@ class Agent:
             consumers=[c.name for c in self.consumers],
             journal=str(self.journal.path),
         )
-        service = AgentService(self, install_signals=install_signals)
         try:
-            await service.start()
+            if hooks is not None:
+                await hooks.start()
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 writer = group.create_task(self._writer(), name="journal-writer")
@@ -141,7 +161,8 @@ class Agent:
                 ]
                 for collector in self.collectors:
                     self.start_collector(collector)
-                group.create_task(service.run(), name="service")
+                if hooks is not None:
+                    group.create_task(hooks.run(), name="service")
                 await self._stopping.wait()
                 collector_tasks = list(self.collector_tasks.values())
                 for task in collector_tasks:
@@ -153,7 +174,8 @@ class Agent:
                 self._new_data.set()
                 await asyncio.gather(*consumer_tasks)
         finally:
-            await service.close()
+            if hooks is not None:
+                await hooks.close()
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
@@ -287,15 +309,6 @@ class _CollectorEmit:
         return await self.agent.submit(batch, self.source)
 
 
-def load_site_for(settings: AgentSettings) -> Site | None:
-    """The site model from ``site_file`` or the inline ``[site]`` table, if any."""
-    if settings.site_file is not None:
-        return load_site(settings.site_file)
-    if settings.site is not None:
-        return parse_site(settings.site, source=str(settings.config_path or "settings"))
-    return None
-
-
 def build_agent(settings: AgentSettings) -> Agent:
     """Build every configured part; configuration errors raise before anything starts."""
     site = load_site_for(settings)
@@ -306,26 +319,18 @@ def build_agent(settings: AgentSettings) -> Agent:
     ]
     names = [c.name for c in collectors]
     if len(set(names)) != len(names):
-        from agent.settings import ConfigError  # noqa: PLC0415 - error path only
-
         raise ConfigError("collectors: two collectors share a name")
     consumers = [
         build_consumer(entry.kind, entry.name or entry.kind, entry.options(), settings)
         for entry in settings.sinks
         if entry.enabled
     ]
-    if site is not None and not any(e.kind == "local_store" for e in settings.sinks):
+    if site is not None and not any(e.kind in AGGREGATOR_KINDS for e in settings.sinks):
         # A site model means KPIs are wanted: run the aggregator with default options.
-        consumers.append(build_consumer("local_store", "local_store", {}, settings))
+        consumers.append(build_consumer("aggregator", "aggregator", {}, settings))
     journal = Journal(
         settings.journal_path, budget_bytes=int(settings.journal.budget_mb * 1024 * 1024)
     )
     return Agent(
         settings=settings, site=site, collectors=collectors, consumers=consumers, journal=journal
     )
-
-
-async def _cancel_quietly(task: asyncio.Task[object]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

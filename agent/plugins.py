@@ -1,4 +1,4 @@
-"""What collectors and consumers (sinks, the aggregator) look like to the pipeline.
+"""What collectors and consumers (the aggregator, sinks) look like to the pipeline.
 
 A *collector kind* is a module with a ``build(name, options, settings)``
 function returning a :class:`Collector`; a *sink kind* likewise returns a
@@ -12,6 +12,7 @@ import asyncio
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import polars as pl
@@ -29,6 +30,7 @@ __all__ = [
     "CollectorContext",
     "Consumer",
     "ConsumerContext",
+    "DerivedProgress",
     "Emit",
     "build_collector",
     "build_consumer",
@@ -44,9 +46,11 @@ COLLECTOR_KINDS: dict[str, str] = {
 
 #: Sink kinds by name -> "module" exposing ``build(name, options, settings) -> Consumer``.
 SINK_KINDS: dict[str, str] = {
+    "aggregator": "agent.aggregator",
+    #: The aggregator's old kind name (it was a sink); ``check`` says so.
+    "local_store": "agent.aggregator",
     "influxdb": "agent.sinks.influxdb",
     "mqtt": "agent.sinks.mqtt",
-    "local_store": "agent.sinks.local_store",
 }
 
 
@@ -83,6 +87,16 @@ class Collector(Protocol):
 
 
 @dataclass
+class DerivedProgress:
+    """How far a running aggregator's derived data (KPIs, findings) reflects the journal."""
+
+    name: str
+    #: Journal sequence up to which KPIs and findings were refreshed.
+    derived_seq: int = 0
+    finished: bool = False
+
+
+@dataclass
 class ConsumerContext:
     """What a running consumer gets: the journal, the site and the stop signal."""
 
@@ -94,6 +108,9 @@ class ConsumerContext:
     stopping: asyncio.Event
     #: Set by the pipeline whenever new batches were committed, to wake idle consumers.
     new_data: asyncio.Event = field(default_factory=asyncio.Event)
+    #: This agent's running aggregators by store root: the output sinks wait on them at
+    #: shutdown so that what they send last reflects the aggregator's final refresh.
+    aggregators: dict[Path, DerivedProgress] = field(default_factory=dict)
 
 
 @runtime_checkable

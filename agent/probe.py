@@ -1,32 +1,24 @@
-"""``pue-agent probe PROTOCOL …``: poll one device once and print what it yields.
+"""How every ``pue-agent probe PROTOCOL …`` prints what one device yields.
 
-Each protocol registers its sub-command from ``collectors/<protocol>/probe.py``
-(listed in :data:`PROBE_MODULES`); all print readings the same way, so an
-operator's scripts read ``--json`` output from any protocol alike.
+Each protocol's sub-command lives in ``collectors/<protocol>/probe.py`` (the
+``probe`` group is assembled in :mod:`agent.cli.probe`); all print readings
+through :func:`print_readings`, so an operator's scripts read ``--json`` output
+from any protocol alike.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from typing import Any
 
 import polars as pl
-import typer
 from rich.console import Console
 from rich.table import Table
 
 from agent.readings import QUANTITIES
 
-__all__ = ["PROBE_MODULES", "print_readings", "register"]
-
-#: Modules exposing ``register(probe_app: typer.Typer) -> None``.
-PROBE_MODULES: list[str] = [
-    "collectors.mqtt.probe",
-    "collectors.redfish.probe",
-    "collectors.snmp.probe",
-]
+__all__ = ["print_readings", "unit_of"]
 
 #: Display unit per quantity (the suffix of the name, spelled as an operator reads it).
 _UNITS: dict[str, str] = {
@@ -49,8 +41,6 @@ _UNITS: dict[str, str] = {
     "uptime_s": "s",
     "status_code": "",
 }
-
-probe_app = typer.Typer(help="Poll one device once and print its readings.", no_args_is_help=True)
 
 
 def unit_of(quantity: str) -> str:
@@ -103,11 +93,3 @@ def print_readings(
     console.print(table)
     if extra:
         console.print(" ".join(f"{k}: {v}" for k, v in extra.items()), highlight=False)
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``pue-agent probe`` with every protocol's sub-command."""
-    for module_name in PROBE_MODULES:
-        importlib.import_module(module_name).register(probe_app)
-    if PROBE_MODULES:
-        app.add_typer(probe_app, name="probe")

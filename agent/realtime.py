@@ -2,7 +2,7 @@
 
 A real-time PUE is a ratio of *powers* at one moment. It is useful on a
 dashboard and is always labelled ``realtime``; it is never a period PUE
-(PUE.md: a period PUE is a ratio of energies).
+(docs/pue.md: a period PUE is a ratio of energies).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import polars as pl
 __all__ = [
     "FINDING_SCHEMA",
     "INTERVAL_SCHEMA",
+    "INTERVAL_STORE_SCHEMA",
     "KPI_SCHEMA",
     "IntervalFlag",
     "KpiStatus",
@@ -72,6 +73,11 @@ INTERVAL_SCHEMA = pl.Schema(
         "method": pl.String(),  # "register" | "power_integration"
     }
 )
+
+#: What the aggregator and the store keep: :data:`INTERVAL_SCHEMA` plus how many readings
+#: (or register steps) were rejected as implausible in the interval. ``INTERVAL_SCHEMA``
+#: itself is a shared contract and stays as it is; readers select its columns.
+INTERVAL_STORE_SCHEMA = pl.Schema({**INTERVAL_SCHEMA, "rejected_readings": pl.UInt32()})
 
 #: Site KPIs in long form: one row per (period, metric). ``value`` is null when the
 #: status is ``insufficient_data``; ``category`` is the PUE measurement category for

@@ -1,6 +1,7 @@
 """Running under systemd: sd_notify (READY, WATCHDOG, STOPPING, STATUS) and SIGHUP reload.
 
-:class:`AgentService` is the one object the pipeline talks to. It
+:class:`AgentService` owns and runs one :class:`~agent.pipeline.Agent`
+(:meth:`AgentService.serve`); the pipeline knows it only as its run hooks. It
 
 * tells systemd ``READY=1`` once collectors run (and the HTTP API, if enabled,
   is bound), pings ``WATCHDOG=1`` at half of ``$WATCHDOG_USEC`` until the agent
@@ -30,15 +31,13 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from agent.api.server import ApiServer
 from agent.logs import get_logger
+from agent.pipeline import Agent
 from agent.plugins import Collector, build_collector
 from agent.settings import AgentSettings, CollectorEntry, ConfigError, load_settings
-
-if TYPE_CHECKING:
-    from agent.api.server import ApiServer
-    from agent.pipeline import Agent
 
 __all__ = [
     "AgentService",
@@ -177,6 +176,10 @@ class AgentService:
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
     _reload_tasks: set[asyncio.Task[ReloadPlan | None]] = field(default_factory=set, init=False)
 
+    async def serve(self) -> None:
+        """Run the agent with this service around it until it stops (``pue-agent run``)."""
+        await self.agent.run(install_signals=self.install_signals, hooks=self)
+
     async def start(self) -> None:
         """Bind the HTTP API (if enabled) and start the watchdog; before the TaskGroup.
 
@@ -184,8 +187,6 @@ class AgentService:
             ConfigError: if the API cannot start (bad TLS material, address in use).
         """
         if self.agent.settings.api.enabled:
-            from agent.api.server import ApiServer  # noqa: PLC0415 - aiohttp only when enabled
-
             self.api = ApiServer(self.agent, service=self)
             await self.api.start()
         interval = watchdog_interval()

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,11 +23,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from agent.api.config import ApiSettings
-
 __all__ = [
+    "AGGREGATOR_KINDS",
     "DEFAULT_CONFIG_PATH",
+    "DEFAULT_POLICIES_DIR",
     "AgentSettings",
+    "ApiSettings",
     "CollectorEntry",
     "ConfigError",
     "JournalSettings",
@@ -38,6 +39,10 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_PATH = Path("/etc/pue-agent/agent.toml")
+#: Where operators drop their own policy packs; a pack here with a built-in's id replaces it.
+DEFAULT_POLICIES_DIR = Path("/etc/pue-agent/policies.d")
+#: Sink kinds of the aggregator: its name, and the name it had before it left the sinks.
+AGGREGATOR_KINDS = ("aggregator", "local_store")
 
 
 class ConfigError(ValueError):
@@ -78,6 +83,42 @@ class CollectorEntry(_KindEntry):
 
 class SinkEntry(_KindEntry):
     """One ``[[sinks]]`` table."""
+
+
+class ApiSettings(BaseModel):
+    """The ``[api]`` table.
+
+    Tokens are never written in the config file: ``ops_tokens`` and
+    ``auditor_tokens`` list *names* of secrets (files in the secrets directory,
+    systemd ``LoadCredential=``). Several names per role allow rotation without
+    downtime: add the new token, reload (SIGHUP), retire the old one.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="Serve the HTTP API.")
+    listen: str = Field("127.0.0.1", description="Address to bind (loopback by default).")
+    port: int = Field(9847, ge=1, le=65535, description="TCP port.")
+    ops_tokens: list[str] = Field(
+        default_factory=lambda: ["api_token_ops"],
+        description="Secret names of bearer tokens with the ops role (everything, read-only).",
+    )
+    auditor_tokens: list[str] = Field(
+        default_factory=lambda: ["api_token_auditor"],
+        description="Secret names of bearer tokens with the auditor role (KPIs and reports).",
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate chain; with tls_key_secret, serve HTTPS."
+    )
+    tls_key_secret: str | None = Field(
+        None, description="Secret name of the PEM private key for tls_cert_file."
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_secret is None):
+            raise ValueError("tls_cert_file and tls_key_secret go together")
+        return self
 
 
 class AgentSettings(BaseSettings):
@@ -147,9 +188,29 @@ class AgentSettings(BaseSettings):
 
     def policies_path(self) -> Path:
         """Where the operator's policy packs are read from (every reader uses this one)."""
-        from rules.pack import DEFAULT_POLICIES_DIR  # noqa: PLC0415 - rules imports agent
-
         return self.resolve(self.policies_dir) if self.policies_dir else DEFAULT_POLICIES_DIR
+
+    def aggregator_entry(self) -> SinkEntry | None:
+        """The first enabled aggregator entry of ``[[sinks]]``, if one is configured."""
+        for entry in self.sinks:
+            if entry.kind in AGGREGATOR_KINDS and entry.enabled:
+                return entry
+        return None
+
+    def store_path(self) -> Path:
+        """The interval store: the aggregator's ``store_dir``, else ``<state_dir>/store``.
+
+        Every reader of the store (``kpi``, ``rules``, ``report``, the API, the sinks'
+        feeds, the demo) and the aggregator itself locate it here, so a ``store_dir``
+        outside the state directory is honoured everywhere.
+        """
+        entry = self.aggregator_entry()
+        store_dir = entry.options().get("store_dir") if entry is not None else None
+        return self.resolve(Path(store_dir)) if store_dir else self.state_dir / "store"
+
+    def green_ledger_path(self) -> Path:
+        """The green certificates/contracts ledger that ``pue-agent green`` keeps."""
+        return self.state_dir / "green" / "ledger.json"
 
     @property
     def journal_path(self) -> Path:

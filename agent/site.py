@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.settings import AgentSettings
+
 __all__ = [
     "EmissionFactor",
     "Formula",
@@ -28,6 +30,7 @@ __all__ = [
     "SiteError",
     "SiteFacts",
     "load_site",
+    "load_site_for",
     "parse_site",
 ]
 
@@ -63,7 +66,7 @@ class MeteringPoint(StrEnum):
     SUBSYSTEM = "subsystem"
 
 
-#: Highest PUE category (PUE.md) an IT meter at each metering point supports.
+#: Highest PUE category (docs/pue.md) an IT meter at each metering point supports.
 CATEGORY_OF_POINT: dict[MeteringPoint, int] = {
     MeteringPoint.UPS_OUTPUT: 1,
     MeteringPoint.PDU_OUTPUT: 2,
@@ -304,3 +307,16 @@ def load_site(path: Path) -> Site:
     if not isinstance(raw, dict):
         raise SiteError(f"{path}: site: expected a table")
     return parse_site(raw, source=str(path), text=text)
+
+
+def load_site_for(settings: AgentSettings) -> Site | None:
+    """The site model from ``site_file`` or the inline ``[site]`` table, if any.
+
+    Raises:
+        SiteError: naming the file (and line, where it can be found).
+    """
+    if settings.site_file is not None:
+        return load_site(settings.site_file)
+    if settings.site is not None:
+        return parse_site(settings.site, source=str(settings.config_path or "settings"))
+    return None

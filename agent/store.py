@@ -37,7 +37,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,8 +45,8 @@ from typing import Literal
 
 import polars as pl
 
-from agent.energy.core import INTERVAL_STORE_SCHEMA
-from agent.schemas import FINDING_SCHEMA, INTERVAL_SCHEMA, KPI_SCHEMA
+from agent.periods import utc_months
+from agent.schemas import FINDING_SCHEMA, INTERVAL_SCHEMA, INTERVAL_STORE_SCHEMA, KPI_SCHEMA
 
 __all__ = [
     "INDEX_SCHEMA",
@@ -55,6 +55,7 @@ __all__ = [
     "atomic_write_bytes",
     "day_index",
     "hourly_rollup",
+    "period_rollup",
 ]
 
 #: Per interval part (``store/index/``): one row per meter and UTC day the part holds.
@@ -83,8 +84,6 @@ _OVERLAPPING = "pue.overlapping"  # month roll-up: JSON [part file, ...] that ma
 
 _HOUR = timedelta(hours=1)
 _DAY = timedelta(days=1)
-_HOUR_US = 3_600_000_000
-_DAY_US = 86_400_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KEY = ["meter", "interval_start"]
 
@@ -131,12 +130,6 @@ def _write_parquet(path: Path, frame: pl.DataFrame, metadata: dict[str, str] | N
 def _month_index(ts: pl.Expr) -> pl.Expr:
     """Months since year 0 (an integer key: formatting a label per row costs ~100 ns)."""
     return ts.dt.year().cast(pl.Int32) * 12 + ts.dt.month().cast(pl.Int32) - 1
-
-
-def _months_between(start: datetime, end: datetime) -> list[str]:
-    start, end = start.astimezone(UTC), end.astimezone(UTC)
-    index, last = start.year * 12 + start.month - 1, end.year * 12 + end.month - 1
-    return [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(index, last + 1)]
 
 
 def _metadata(path: Path) -> dict[str, str]:
@@ -209,7 +202,7 @@ def day_index(intervals: pl.LazyFrame) -> tuple[pl.DataFrame, bool]:
             pl.col("energy_kwh").sum(),
             _covered_us().sum().alias("covered_us"),
             pl.col("flags").bitwise_or(),
-            pl.col("method").first(),
+            pl.col("method").min(),
         )
         .sort("meter", "day")
         .collect()
@@ -218,47 +211,94 @@ def day_index(intervals: pl.LazyFrame) -> tuple[pl.DataFrame, bool]:
     return index.select(INDEX_SCHEMA.names()).cast(INDEX_SCHEMA), unique
 
 
-def _period_rows(sums: pl.LazyFrame, period: str, period_us: int) -> pl.LazyFrame:
-    """Sum ``energy_kwh``, ``covered_us``, ``flags`` per meter and ``period`` start.
+def _sum_periods(sums: pl.LazyFrame, extra: Sequence[pl.Expr] = ()) -> pl.LazyFrame:
+    """Sum rows per meter and period (``_start``, ``_end`` columns): the store's one roll-up rule.
 
-    Returns INTERVAL_SCHEMA rows, one per meter and period, in first-seen order.
-    Coverage multiplies by the reciprocal: Polars divides a column by a scalar that way
-    except for a one-row column, which would make the last bit depend on the frame.
+    ``energy_kwh`` and ``covered_us`` are summed, ``flags`` OR-ed, ``method`` is the
+    smallest (``power_integration`` before ``register``: a period that mixes both is
+    labelled an estimate). Coverage multiplies by the reciprocal of the period's length:
+    Polars divides a column by a scalar that way except for a one-row column, which
+    would make the last bit depend on the frame. Rows in first-seen order.
     """
     return (
-        sums.group_by("meter", period, maintain_order=True)
+        sums.group_by("meter", "_start", "_end", maintain_order=True)
         .agg(
             pl.col("energy_kwh").sum(),
             pl.col("covered_us").sum(),
             pl.col("flags").bitwise_or(),
-            pl.col("method").first(),
+            pl.col("method").min(),
+            *extra,
         )
-        .select(
-            "meter",
-            pl.col(period).alias("interval_start"),
-            (pl.col(period) + pl.duration(microseconds=period_us)).alias("interval_end"),
-            "energy_kwh",
-            (pl.col("covered_us") * (1.0 / period_us)).alias("coverage"),
-            "flags",
-            "method",
+        .with_columns(
+            pl.col("_start").alias("interval_start"),
+            pl.col("_end").alias("interval_end"),
+            (
+                pl.col("covered_us")
+                * (1.0 / (pl.col("_end") - pl.col("_start")).dt.total_microseconds())
+            ).alias("coverage"),
         )
-        .cast(INTERVAL_SCHEMA)
+        .drop("_start", "_end")
     )
+
+
+def period_rollup(
+    rows: pl.LazyFrame,
+    *,
+    every: str | None = None,
+    timezone: str = "UTC",
+    window: tuple[datetime, datetime] | None = None,
+    events: Mapping[str, int] | None = None,
+) -> pl.LazyFrame:
+    """Per-meter sums of interval rows over periods: the one roll-up every reader uses.
+
+    The store's hourly parts (UTC hours), its daily month cache, the live TTM's
+    eleven earlier months (one ``window``) and the report's local hours and days all
+    come from here, so a period's energy, coverage and flags mean the same everywhere.
+
+    Args:
+        rows: Interval rows (:data:`INTERVAL_SCHEMA` columns).
+        every: Period length (``"1h"``, ``"1d"``), truncated in ``timezone``; a local day
+            keeps its real length across a daylight-saving change.
+        timezone: Zone whose calendar the periods follow (``every`` only).
+        window: Instead of ``every``: one period ``[start, end)`` (rows outside are dropped).
+        events: Extra counts per period, ``{"wrap": IntervalFlag.WRAP, …}``: adds
+            ``n_<name>`` (rows carrying the flag), ``n_intervals`` and keeps ``covered_us``.
+
+    Returns:
+        :data:`INTERVAL_SCHEMA` rows (plus the event columns), one per meter and period,
+        in first-seen order.
+    """
+    if (every is None) == (window is None):
+        raise ValueError("period_rollup: give exactly one of every= or window=")
+    covered = _covered_us().alias("covered_us")
+    if window is not None:
+        start, end = (pl.lit(t.astimezone(UTC), dtype=pl.Datetime("us", "UTC")) for t in window)
+        sums = rows.filter(_between(*window)).with_columns(
+            covered, start.alias("_start"), end.alias("_end")
+        )
+    else:
+        assert every is not None
+        local = pl.col("interval_start").dt.convert_time_zone(timezone).dt.truncate(every)
+        sums = rows.with_columns(
+            covered,
+            local.dt.convert_time_zone("UTC").alias("_start"),
+            local.dt.offset_by(every).dt.convert_time_zone("UTC").alias("_end"),
+        )
+    extra: list[pl.Expr] = []
+    keep = list(INTERVAL_SCHEMA.names())
+    if events is not None:
+        flags = pl.col("flags").cast(pl.Int32)
+        extra = [
+            pl.len().cast(pl.Int64).alias("n_intervals"),
+            *((flags.and_(bit) != 0).sum().alias(f"n_{name}") for name, bit in events.items()),
+        ]
+        keep += ["covered_us", "n_intervals", *(f"n_{name}" for name in events)]
+    return _sum_periods(sums, extra).select(keep).cast(INTERVAL_SCHEMA, strict=False)
 
 
 def _hourly(intervals: pl.LazyFrame) -> pl.LazyFrame:
     """:func:`hourly_rollup`, lazily and unsorted."""
-    return _period_rows(
-        intervals.with_columns(
-            pl.col("interval_start").dt.truncate("1h").alias("_h"),
-            (
-                pl.col("coverage")
-                * (pl.col("interval_end") - pl.col("interval_start")).dt.total_microseconds()
-            ).alias("covered_us"),
-        ),
-        "_h",
-        _HOUR_US,
-    )
+    return period_rollup(intervals, every="1h")
 
 
 def hourly_rollup(intervals: pl.DataFrame) -> pl.DataFrame:
@@ -492,8 +532,13 @@ class IntervalStore:
         pieces = [indexes[p.name].select(columns) for p in view.clean]
         if view.unclean:
             pieces.append(day_index(_dedupe(view.unclean))[0].lazy().select(columns))
+        days = pl.concat(pieces).with_columns(
+            pl.col("day").alias("_start"), (pl.col("day") + _DAY).alias("_end")
+        )
         return (
-            _period_rows(pl.concat(pieces), "day", _DAY_US)
+            _sum_periods(days)
+            .select(INTERVAL_SCHEMA.names())
+            .cast(INTERVAL_SCHEMA)
             .sort("meter", "interval_start")
             .collect()
         )
@@ -523,7 +568,7 @@ class IntervalStore:
     ) -> pl.LazyFrame:
         months = None
         if start is not None and end is not None:
-            months = _months_between(start, end)
+            months = utc_months(start, end)
         files = self._parts(table, months)
         if not files:
             return pl.LazyFrame(schema=schema)
@@ -575,7 +620,7 @@ class IntervalStore:
             found = sorted(p.name for p in base.iterdir()) if base.is_dir() else []
             months = [d.removeprefix("month=") for d in found if d.startswith("month=")]
         else:
-            months = _months_between(start, end)
+            months = utc_months(start, end)
         views = [v for m in months if (v := self._view(m, repair=False)) is not None]
         where = pl.lit(value=True)
         if start is not None:
@@ -598,7 +643,7 @@ class IntervalStore:
         sorted. Missing or stale part indexes are computed (and stored) first.
         """
         pieces: list[pl.LazyFrame] = []
-        for month in _months_between(start, end - timedelta(microseconds=1)):
+        for month in utc_months(start, end - timedelta(microseconds=1)):
             view = self._view(month)
             if view is not None:
                 pieces += self._rows_of(view, _between(start, end), INTERVAL_SCHEMA.names())
@@ -630,7 +675,7 @@ class IntervalStore:
         start, end = start.astimezone(UTC), end.astimezone(UTC)
         units = (_DAY, _HOUR) if every == "1d" else (_HOUR,)
         pieces: list[pl.LazyFrame] = []
-        for month in _months_between(start, end - timedelta(microseconds=1)):
+        for month in utc_months(start, end - timedelta(microseconds=1)):
             view = self._view(month)
             if view is None:
                 continue
@@ -647,26 +692,6 @@ class IntervalStore:
         if not pieces:
             return pl.LazyFrame(schema=INTERVAL_SCHEMA)
         return pl.concat(pieces, how="vertical")
-
-    def read_hourly(
-        self, start: datetime | None = None, end: datetime | None = None
-    ) -> pl.LazyFrame:
-        """Hourly roll-ups (``INTERVAL_SCHEMA``, one-hour rows), summed over parts."""
-        frame = self._scan(
-            "hourly", start, end, pl.Schema({**INTERVAL_SCHEMA, "_file": pl.String()})
-        )
-        return (
-            frame.with_columns((pl.col("coverage") * 3_600_000_000).alias("_covered"))
-            .group_by("meter", "interval_start", "interval_end")
-            .agg(
-                pl.col("energy_kwh").sum(),
-                pl.col("_covered").sum(),
-                pl.col("flags").bitwise_or(),
-                pl.col("method").first(),
-            )
-            .with_columns((pl.col("_covered") / 3_600_000_000).alias("coverage"))
-            .select(INTERVAL_SCHEMA.names())
-        )
 
     def compact(self, month: str) -> None:
         """Merge a month's parts into one (after de-duplication) and rebuild its roll-ups."""
@@ -749,16 +774,6 @@ class IntervalStore:
         """Stored KPI rows (``KPI_SCHEMA``), optionally filtered."""
         equal = {"period_kind": period_kind, "period": period, "metric": metric}
         return self._read_monthly("kpis", KPI_SCHEMA, month, equal)
-
-    def read_choices(self, month: str) -> dict[str, object] | None:
-        """The choices recorded with a month's KPIs, if any."""
-        path = self.root / "kpis" / f"month={month}" / "choices.json"
-        if not path.is_file():
-            return None
-        loaded: dict[str, object] = json.loads(path.read_text(encoding="utf-8"))
-        return loaded
-
-    # -- findings -----------------------------------------------------------------------------
 
     def write_findings(self, frame: pl.DataFrame) -> None:
         """Store rule findings (``FINDING_SCHEMA``), replacing rows with the same key.

@@ -1,6 +1,6 @@
 """Policy packs (data) and the engine that evaluates them against KPI history."""
 
-from rules.engine import WarningChange, evaluate, warning_changes
+from rules.engine import WarningChange, evaluate, evaluate_for_site, warning_changes
 from rules.pack import (
     BUILTIN_DIR,
     DEFAULT_POLICIES_DIR,
@@ -26,6 +26,7 @@ __all__ = [
     "WarningChange",
     "configured_policies_dir",
     "evaluate",
+    "evaluate_for_site",
     "load_pack",
     "load_packs",
     "parse_pack",

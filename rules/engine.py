@@ -23,10 +23,10 @@ from typing import Any, Literal
 
 import polars as pl
 
+from agent.periods import month_days, month_index, month_label, month_of
 from agent.schemas import FINDING_SCHEMA
 from agent.site import Site, SiteFacts
 from rules.pack import Benefit, Pack, Rule, load_packs
-from rules.periods import month_bounds, month_index, month_label, month_of
 
 __all__ = [
     "DEFAULT_HORIZON_MONTHS",
@@ -99,7 +99,7 @@ def _index(kpis: pl.DataFrame, site: str, category: int | None) -> _Index:
         slot = index.setdefault((metric, kind), {})
         prior = slot.get(period)
         # With no category asked for, a figure present in several categories is taken in
-        # the most precise one (PUE.md: category 3 meters closest to the IT load).
+        # the most precise one (docs/pue.md: category 3 meters closest to the IT load).
         if prior is None or (cat or 0) > (prior.category or 0):
             slot[period] = _Kpi(value, status, coverage, cat)
     return index
@@ -398,7 +398,7 @@ def _evaluate_rule(
                 f"{rule.threshold:g} in {label} ({value:.4g}); the one-time benefit is keyed to "
                 "that month."
             )
-            if pack.effective_from is not None and month_bounds(label)[1] < pack.effective_from:
+            if pack.effective_from is not None and month_days(label)[1] < pack.effective_from:
                 notes.append(
                     f"That month precedes the policy ({pack.effective_from}): whether it counts "
                     "as the first time is for the issuing body to decide."
@@ -517,7 +517,7 @@ def evaluate(
         ValueError: for a period that is not ``YYYY-MM``.
     """
     site_id = site.id if isinstance(site, Site) else site
-    first, last = month_bounds(period)
+    first, last = month_days(period)
     index = _index(kpis, site_id, category)
     rows = [
         _evaluate_rule(
@@ -538,6 +538,43 @@ def evaluate(
         for rule in pack.rules
     ]
     return pl.DataFrame(rows, schema=FINDING_SCHEMA, orient="row")
+
+
+def evaluate_for_site(
+    kpis: pl.DataFrame,
+    site: Site,
+    period: str,
+    policies: Iterable[Pack],
+    *,
+    warn_margin: float = DEFAULT_WARN_MARGIN,
+) -> pl.DataFrame:
+    """Findings of every policy pack for ``site`` and ``period``: the one policy entry point.
+
+    The CLI (``rules evaluate``), the HTTP API, the report and the aggregator's live
+    refresh all call this, so they evaluate the same packs against the same KPI rows
+    in the same PUE category: the site model's ``pue_category``, read here and nowhere
+    else. KPI rows stamped with another category (computed before the site changed) are
+    not used.
+
+    Args:
+        kpis: KPI history (``KPI_SCHEMA``): month and TTM rows up to ``period``.
+        site: The site model (id, declared facts, PUE category).
+        period: The evaluated month, ``YYYY-MM`` in site-local time.
+        policies: The loaded packs (:func:`rules.pack.load_packs`).
+        warn_margin: Early warning when a met threshold is this close.
+
+    Returns:
+        One row per (pack, rule) in ``FINDING_SCHEMA``.
+    """
+    return evaluate(
+        policies,
+        kpis,
+        site.facts,
+        site=site.id,
+        period=period,
+        category=site.pue_category,
+        warn_margin=warn_margin,
+    ).select(FINDING_SCHEMA.names())
 
 
 @dataclass(frozen=True, slots=True)

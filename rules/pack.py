@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agent.settings import DEFAULT_POLICIES_DIR
+
 __all__ = [
     "BUILTIN_DIR",
     "DEFAULT_POLICIES_DIR",
@@ -40,10 +42,10 @@ __all__ = [
     "parse_pack",
 ]
 
-#: Packs shipped with the agent (one per policy document in POLICIES.md).
+#: Packs shipped with the agent (one per policy document in docs/policies.md).
 BUILTIN_DIR = Path(__file__).resolve().parent / "policies"
-#: Where operators drop their own packs; a pack here with a built-in's id replaces it.
-DEFAULT_POLICIES_DIR = Path("/etc/pue-agent/policies.d")
+
+
 #: Environment variable that moves the operator's policies directory.
 POLICIES_DIR_ENV = "PUE_AGENT_POLICIES_DIR"
 

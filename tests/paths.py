@@ -1,8 +1,8 @@
-"""Where the tests find the project and the shared, read-only device fixtures."""
+"""Where the tests find the project and its device fixtures (``tests/fixtures/``)."""
 
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: ``shared/`` lies beside the project checkout (in CI too); never copy it in.
-SHARED = ROOT.parent / "shared"
-FIXTURES = SHARED / "fixtures"
+#: Captured device data the tests serve (SNMP walks, Redfish trees, MQTT payloads), each
+#: folder with a ``PROVENANCE`` file naming its source and licence. Test data only.
+FIXTURES = ROOT / "tests" / "fixtures"

@@ -15,9 +15,8 @@ import hashlib
 import hmac
 from dataclasses import dataclass, field
 
-from agent.api.config import ApiSettings
 from agent.logs import get_logger
-from agent.settings import AgentSettings, ConfigError, read_secret
+from agent.settings import AgentSettings, ApiSettings, ConfigError, read_secret
 
 __all__ = ["Role", "TokenTable", "parse_bearer"]
 

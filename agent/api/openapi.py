@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
-from agent.api.sources import MONTH_RE, PERIOD_RE
+from agent.periods import MONTH_RE, PERIOD_RE
 from agent.schemas import PeriodKind
 
 __all__ = ["openapi_document"]

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import polars as pl
 from aiohttp import web
@@ -26,8 +26,6 @@ from agent import metrics
 from agent.api.auth import Role, TokenTable, parse_bearer
 from agent.api.openapi import openapi_document
 from agent.api.sources import (
-    MONTH_RE,
-    PERIOD_RE,
     KpiSource,
     RealtimeFollower,
     SourceUnavailableError,
@@ -37,12 +35,19 @@ from agent.api.sources import (
     store_kpis,
 )
 from agent.logs import get_logger
+from agent.periods import MONTH_RE, PERIOD_RE
+from agent.pipeline import Agent
 from agent.schemas import PeriodKind
 from agent.settings import ConfigError, secrets_dirs
 
-if TYPE_CHECKING:
-    from agent.pipeline import Agent
-    from agent.service import AgentService
+
+class Readiness(Protocol):
+    """What ``/readyz`` asks of the service running the agent."""
+
+    @property
+    def ready(self) -> bool:
+        """True from READY=1 until the agent is asked to stop."""
+        ...
 
 __all__ = ["AUTH_FAILURES", "ROUTE_ROLES", "ApiServer"]
 
@@ -103,7 +108,8 @@ class ApiServer:
     """One aiohttp application bound to ``[api] listen:port`` for the running agent."""
 
     agent: Agent
-    service: AgentService | None = None
+    #: The service running the agent (``/readyz`` asks it); ``None``: ready once bound.
+    service: Readiness | None = None
     kpi_source: KpiSource = store_kpis
     tokens: TokenTable = field(init=False)
     follower: RealtimeFollower | None = field(default=None, init=False)

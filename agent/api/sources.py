@@ -6,12 +6,11 @@ Each source is one small function, so the HTTP layer knows nothing of storage:
   :class:`agent.realtime.LatestPower`. It keeps its position in memory and
   registers **no** journal cursor: a real-time view must never hold data back
   from pruning.
-* :func:`store_kpis` reads the local store
-  (``agent.store.IntervalStore(state_dir / "store").read_kpis()``, the same call
-  ``rules.cli`` makes). If the store cannot be read (or the module is missing in
-  a trimmed install) the API answers 503 and says so, rather than inventing figures.
-* :func:`evaluate_findings` runs the rules engine (``rules.engine.evaluate``)
-  over the stored KPI history, exactly as ``pue-agent rules evaluate`` does.
+* :func:`store_kpis` reads the interval store at :meth:`AgentSettings.store_path`
+  (the same call ``pue-agent rules evaluate`` makes). If the store cannot be read the
+  API answers 503 and says so, rather than inventing figures.
+* :func:`evaluate_findings` runs :func:`rules.evaluate_for_site` over the stored KPI
+  history, exactly as ``pue-agent rules evaluate``, the report and the live refresh do.
 * :func:`report_path` is where ``pue-agent report`` leaves a month's bundle:
   ``state_dir/reports/<site>-<YYYY-MM>.zip``.
 """
@@ -20,27 +19,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import polars as pl
 
+from agent.journal import Journal
 from agent.logs import get_logger
+from agent.periods import MONTH_RE
 from agent.realtime import LatestPower, RealtimeSnapshot
 from agent.schemas import KPI_SCHEMA
-
-if TYPE_CHECKING:
-    from agent.journal import Journal
-    from agent.settings import AgentSettings
-    from agent.site import Site
+from agent.settings import AgentSettings
+from agent.site import Site
+from agent.store import IntervalStore
+from rules import evaluate_for_site, load_packs
 
 __all__ = [
-    "MONTH_RE",
-    "PERIOD_RE",
     "KpiSource",
     "RealtimeFollower",
     "SourceUnavailableError",
@@ -52,13 +47,6 @@ __all__ = [
 
 _log = get_logger("api.sources")
 
-#: A month label, ``YYYY-MM`` (years 1000-2999: year 0 is no calendar year).
-MONTH_RE = re.compile(r"^[12][0-9]{3}-(0[1-9]|1[0-2])$")
-#: Labels the KPI frame uses: month ``YYYY-MM``, day ``YYYY-MM-DD``, hour ``YYYY-MM-DDTHH``.
-PERIOD_RE = re.compile(
-    r"^[12][0-9]{3}-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01])(T([01][0-9]|2[0-3]))?)?$"
-)
-
 #: Returns the whole KPI history (``KPI_SCHEMA``) for the agent's site.
 KpiSource = Callable[["AgentSettings"], pl.DataFrame]
 
@@ -68,23 +56,16 @@ class SourceUnavailableError(RuntimeError):
 
 
 def store_kpis(settings: AgentSettings) -> pl.DataFrame:
-    """The KPI history from the local interval store (blocking: call in a thread).
+    """The KPI history from the interval store (blocking: call in a thread).
 
     Raises:
-        SourceUnavailableError: when ``agent.store`` is not installed or fails to read.
+        SourceUnavailableError: when the store cannot be read.
     """
     try:
-        module = importlib.import_module("agent.store")
-    except ImportError as exc:
-        raise SourceUnavailableError("the interval store (agent.store) is not available") from exc
-    try:
-        frame = module.IntervalStore(settings.state_dir / "store").read_kpis()
+        return IntervalStore(settings.store_path()).read_kpis()
     # StoreError is a RuntimeError; a corrupt Parquet part raises a PolarsError.
     except (OSError, ValueError, RuntimeError, pl.exceptions.PolarsError) as exc:
         raise SourceUnavailableError(f"the interval store could not be read: {exc}") from exc
-    if not isinstance(frame, pl.DataFrame):
-        raise SourceUnavailableError("agent.store.IntervalStore.read_kpis returned no DataFrame")
-    return frame
 
 
 def filter_kpis(kpis: pl.DataFrame, period: str, kind: str | None) -> pl.DataFrame:
@@ -108,15 +89,7 @@ def evaluate_findings(
         policies_dir: The operator's packs, read besides the built-in ones (``None``:
             built-in packs only).
     """
-    try:
-        engine = importlib.import_module("rules.engine")
-    except ImportError as exc:
-        raise SourceUnavailableError("the rules engine (rules.engine) is not available") from exc
-    packs = engine.load_packs(policies_dir)
-    findings: pl.DataFrame = engine.evaluate(
-        packs, kpis, site.facts, site=site, period=month, category=site.pue_category
-    )
-    return findings
+    return evaluate_for_site(kpis, site, month, load_packs(policies_dir))
 
 
 def report_path(state_dir: Path, site_id: str, month: str) -> Path:

@@ -1,4 +1,4 @@
-"""Interval energy per meter from raw readings (issue 6; rules in PUE.md).
+"""Interval energy per meter from raw readings (issue 6; rules in docs/pue.md).
 
 Public API (stable; the report's ``verify`` and the rules engine call these)::
 
@@ -13,8 +13,8 @@ See ``docs/kpi.md`` for the choices (interpolation, coverage, plausibility).
 """
 
 from agent.energy.config import EnergyConfig, EnergyConfigError, meter_table
-from agent.energy.core import INTERVAL_STORE_SCHEMA
 from agent.energy.engine import EngineState, IntervalEngine, interval_energy
+from agent.schemas import INTERVAL_STORE_SCHEMA
 
 __all__ = [
     "INTERVAL_STORE_SCHEMA",

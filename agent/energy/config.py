@@ -1,4 +1,4 @@
-"""Energy-accounting choices (PUE.md leaves them open) and the per-meter attribute table.
+"""Energy-accounting choices (docs/pue.md leaves them open) and the per-meter attribute table.
 
 Every choice here is recorded with the results (:meth:`EnergyConfig.describe`), so an
 auditor can see which interpolation, coverage and plausibility rules produced a number.
@@ -37,7 +37,7 @@ class EnergyConfig:
         interval_s: Base interval length; must divide an hour, and every UTC offset of
             the site's zone must be a multiple of it, so local days and months are whole.
         max_gap_s: A gap between two valid register reads longer than this still has its
-            energy spread (nothing is lost) but counts as uncovered (PUE.md default 6 h).
+            energy spread (nothing is lost) but counts as uncovered (docs/pue.md default 6 h).
         max_power_gap_s: No trapezoid integration across a gap between power samples
             longer than this.
         rating_tolerance: Headroom over the declared rating before a power reading or a

@@ -4,7 +4,7 @@ Internal time axis: Int64 microseconds since the epoch (UTC); meters are integer
 indexes (``mi``) into the meter table while computing, so sorts and joins are on
 integers. Names and datetimes come back only in :func:`to_interval_schema`.
 
-The model (PUE.md "Turning meter readings into energy"):
+The model (docs/pue.md "Turning meter readings into energy"):
 
 * A **segment** joins two consecutive valid reads of one meter. A register segment
   carries the register delta (wrap-corrected) and spreads it uniformly over its span,
@@ -31,7 +31,7 @@ from typing import Final
 import polars as pl
 
 from agent.energy.config import EnergyConfig
-from agent.schemas import INTERVAL_SCHEMA, IntervalFlag
+from agent.schemas import INTERVAL_STORE_SCHEMA, IntervalFlag
 
 __all__ = [
     "ENGINE",
@@ -70,10 +70,6 @@ STATUS_INVALID = 1
 #: An isolated implausible register read between two reads that agree with each other.
 STATUS_SPIKE = 2
 
-#: What the aggregator and the store keep: :data:`INTERVAL_SCHEMA` plus how many readings
-#: (or register steps) were rejected as implausible in the interval. ``INTERVAL_SCHEMA``
-#: itself is a shared contract and stays as it is; readers select its columns.
-INTERVAL_STORE_SCHEMA = pl.Schema({**INTERVAL_SCHEMA, "rejected_readings": pl.UInt32()})
 
 #: Polars engine for the aggregator's own collects. Polars 2 defaults to the streaming
 #: engine; for these batch-sized, order-sensitive pipelines (stable sorts, ordered

@@ -1,4 +1,4 @@
-"""Site KPIs from interval energy (issue 6; definitions in PUE.md).
+"""Site KPIs from interval energy (issue 6; definitions in docs/pue.md).
 
 Public API::
 
@@ -11,16 +11,18 @@ Public API::
 from agent.kpi.compute import (
     DEFAULT_KINDS,
     GREEN_SCHEMA,
+    KPI_ENGINE,
     choices_json,
     compute_kpis,
     kpi_choices,
     meter_signs,
 )
-from agent.kpi.periods import PeriodError, month_bounds, shift_month, ttm_bounds
+from agent.periods import PeriodError, month_bounds, shift_month, ttm_bounds
 
 __all__ = [
     "DEFAULT_KINDS",
     "GREEN_SCHEMA",
+    "KPI_ENGINE",
     "PeriodError",
     "choices_json",
     "compute_kpis",

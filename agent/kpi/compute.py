@@ -22,19 +22,23 @@ from datetime import datetime
 
 import polars as pl
 
-from agent.kpi.periods import month_bounds, shift_month, ttm_bounds, whole_hour_offsets
+from agent.periods import month_bounds, shift_month, ttm_bounds, whole_hour_offsets
 from agent.schemas import KPI_SCHEMA, KpiStatus, PeriodKind
 from agent.site import MeterRole, Site
 
 __all__ = [
     "DEFAULT_KINDS",
     "GREEN_SCHEMA",
+    "KPI_ENGINE",
     "QUANTITIES",
     "compute_kpis",
     "kpi_choices",
     "meter_signs",
     "sort_kpis",
 ]
+
+#: Name recorded in a report's ``kpis.json``; ``verify`` refuses a bundle naming another.
+KPI_ENGINE = "agent.kpi.compute_kpis"
 
 #: The documentary renewable ledger as :func:`compute_kpis` reads it (``agent.green``
 #: produces it; the report's interim engine uses the same columns).
@@ -350,7 +354,7 @@ def _green_metrics(site: Site, thr: float, *, renewable_meters: bool) -> list[pl
         row("e_renewable_documentary_kwh", value=doc, coverage=pl.lit(1.0), unit="kWh"),
         row("energy_fossil_kwh", value=fossil, coverage=ren_cov, unit="kWh"),
         row("energy_non_fossil_kwh", value=e_dc - fossil, coverage=ren_cov, unit="kWh"),
-        # Our definition (PUE.md): share of E_DC whose origin a meter or certificate proves,
+        # Our definition (docs/pue.md): share of E_DC whose origin a meter or certificate proves,
         # i.e. the time-coverage of E_DC's meters.
         _metric(
             "carbon_traceability",

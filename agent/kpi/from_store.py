@@ -19,16 +19,17 @@ Both store roll-ups are exact: parts that may share keys are de-duplicated first
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import polars as pl
 
-from agent.kpi.compute import DEFAULT_KINDS, compute_kpis, sort_kpis
-from agent.kpi.periods import month_bounds, ttm_bounds, whole_hour_offsets
+from agent.kpi.compute import DEFAULT_KINDS, compute_kpis, kpi_choices, sort_kpis
+from agent.periods import month_bounds, ttm_bounds, whole_hour_offsets
 from agent.schemas import KPI_SCHEMA, PeriodKind
 from agent.site import Site
-from agent.store import IntervalStore
+from agent.store import IntervalStore, period_rollup
 
-__all__ = ["earlier_rows", "month_rows", "store_kpis"]
+__all__ = ["compute_and_store_month", "earlier_rows", "earlier_totals", "month_rows", "store_kpis"]
 
 
 def earlier_rows(store: IntervalStore, site: Site, month: str) -> pl.LazyFrame:
@@ -40,6 +41,17 @@ def earlier_rows(store: IntervalStore, site: Site, month: str) -> pl.LazyFrame:
     t_start, _ = ttm_bounds(month, site.timezone)
     m_start, _ = month_bounds(month, site.timezone)
     return store.read_rollup(t_start, m_start, every="1d")
+
+
+def earlier_totals(store: IntervalStore, site: Site, month: str) -> pl.DataFrame:
+    """Per meter, the eleven local months before ``month`` summed into one row.
+
+    What the TTM needs of them (it sums per meter); the live refresh caches this.
+    """
+    t_start, _ = ttm_bounds(month, site.timezone)
+    m_start, _ = month_bounds(month, site.timezone)
+    rows = earlier_rows(store, site, month)
+    return period_rollup(rows, window=(t_start, m_start)).collect()
 
 
 def month_rows(store: IntervalStore, site: Site, month: str) -> pl.LazyFrame:
@@ -112,3 +124,24 @@ def store_kpis(
     if not frames:
         return pl.DataFrame(schema=KPI_SCHEMA)
     return sort_kpis(pl.concat(frames, how="vertical"))
+
+
+def compute_and_store_month(
+    store: IntervalStore,
+    site: Site,
+    green: pl.DataFrame | None,
+    month: str,
+    coverage_threshold: float = 0.95,
+) -> tuple[pl.DataFrame, dict[str, object]]:
+    """Compute every KPI kind of ``month`` from the store, store them; return them and the choices.
+
+    What ``pue-agent kpi`` runs: each period kind reads only what it needs
+    (:func:`store_kpis`), and the KPIs are written back with the choices they were
+    computed with, so the rules, the API and the sinks see the same rows.
+    """
+    kpis = store_kpis(store, site, green, month=month, coverage_threshold=coverage_threshold)
+    choices = kpi_choices(
+        site, coverage_threshold=coverage_threshold, computed_at=datetime.now(UTC)
+    )
+    store.write_kpis(kpis, choices=choices)
+    return kpis, choices

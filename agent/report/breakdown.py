@@ -3,7 +3,7 @@
 The KPI engine gives E_DC and E_IT; the breakdown chart also needs cooling,
 losses and other energy, which are sums of the meters of those roles. Losses
 that are not metered (no ``power_loss`` meter) are the balance
-E_DC − IT − cooling − other − metered losses (PUE.md's identity), clipped at 0.
+E_DC − IT − cooling − other − metered losses (docs/pue.md's identity), clipped at 0.
 ``verify`` re-computes this table from the bundled intervals like the KPIs.
 """
 

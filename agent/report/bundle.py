@@ -37,7 +37,8 @@ import polars as pl
 import zstandard
 
 from agent.keys import SigningKey, public_key_pem
-from agent.report.adapters import KPI_ENGINE, compute_kpis, evaluate_findings
+from agent.kpi import KPI_ENGINE, compute_kpis
+from agent.periods import month_bounds, shift_month
 from agent.report.breakdown import daily_breakdown
 from agent.report.i18n import Lang
 from agent.report.manifest import (
@@ -49,12 +50,12 @@ from agent.report.manifest import (
     sha256_stream,
     sign_manifest,
 )
-from agent.report.periods import month_bounds, shift_month
 from agent.report.quality import event_table, meter_coverage
 from agent.report.render import MAX_TABLE_ROWS, ReportData, render_html, render_pdf
-from agent.report.rollup import daily_rollup, hourly_rollup
+from agent.report.rollup import local_days, local_hours
 from agent.schemas import FINDING_SCHEMA, INTERVAL_SCHEMA, KPI_SCHEMA, PeriodKind
 from agent.site import Site
+from rules import evaluate_for_site, load_packs
 
 __all__ = [
     "HISTORY_MONTHS",
@@ -147,7 +148,7 @@ def _kpi_rows_json(frame: pl.DataFrame) -> list[dict[str, Any]]:
     return rows.to_dicts()
 
 
-#: Period kinds in the bundle: per-interval PUE is a dashboard figure (PUE.md), not reported.
+#: Period kinds in the bundle: per-interval PUE is a dashboard figure (docs/pue.md), not reported.
 REPORT_KINDS = (PeriodKind.HOUR, PeriodKind.DAY, PeriodKind.MONTH, PeriodKind.TTM)
 
 
@@ -342,7 +343,7 @@ def build_bundle(
     # release the GIL, so they overlap the roll-ups, KPIs and the (Python) charts and PDFs.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="report-csv")
     csv_jobs = [pool.submit(_write_csv, intervals, work / INTERVALS_CSV)] if request.csv else []
-    hourly = hourly_rollup(intervals, site)
+    hourly = local_hours(intervals, site)
     stages.done("hourly roll-up")
     if hourly.height == 0:
         pool.shutdown(wait=True, cancel_futures=True)
@@ -351,7 +352,7 @@ def build_bundle(
     history_source = (
         request.history if request.history is not None else pl.LazyFrame(schema=INTERVAL_SCHEMA)
     )
-    daily_rollup(
+    local_days(
         history_source.filter(
             (pl.col("interval_start") >= history_start) & (pl.col("interval_start") < start)
         ),
@@ -380,9 +381,9 @@ def build_bundle(
     if request.findings is not None:
         findings, rules_engine = request.findings.select(FINDING_SCHEMA.names()), "supplied"
     else:
-        findings, rules_engine = evaluate_findings(
-            pl.concat([history_kpis, kpis]), site, month=month, policies_dir=request.policies_dir
-        )
+        packs = load_packs(request.policies_dir)
+        findings = evaluate_for_site(pl.concat([history_kpis, kpis]), site, month, packs)
+        rules_engine = f"rules.evaluate_for_site ({', '.join(p.id for p in packs) or 'none'})"
     generated = datetime.now(UTC).replace(microsecond=0)
     _write_json(
         work / KPIS,

@@ -7,10 +7,10 @@ from pathlib import Path
 from rich.console import Console
 
 from agent import keys
-from agent.pipeline import load_site_for
-from agent.report.cli import run_report
+from agent.report.run import run_report
 from agent.report.verify import verify_bundle
 from agent.settings import AgentSettings
+from agent.site import load_site_for
 
 __all__ = ["write_demo_report"]
 

@@ -43,7 +43,7 @@ def meter_coverage(
     """One row per meter of the site: role, energy, time-weighted coverage and event counts.
 
     Args:
-        hourly: The month's hourly roll-up (:func:`agent.report.rollup.hourly_rollup`).
+        hourly: The month's hourly roll-up (:func:`agent.report.rollup.local_hours`).
         site: The site model; a meter with no rows appears with coverage 0, never dropped.
         start: Month start (UTC).
         end: Month end (UTC).

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from agent.energy import EnergyConfig, interval_energy
+from agent.periods import utc_months
 from agent.schemas import INTERVAL_SCHEMA
 from agent.site import Site
 from agent.store import IntervalStore
@@ -37,12 +38,6 @@ __all__ = [
 def read_intervals(store_root: Path, start: datetime, end: datetime) -> pl.LazyFrame:
     """Interval rows in ``[start, end)`` from the interval store under ``store_root``."""
     return IntervalStore(store_root).read_intervals(start, end)
-
-
-def _utc_months(start: datetime, end: datetime) -> list[str]:
-    first, last = start.astimezone(UTC), (end - timedelta(microseconds=1)).astimezone(UTC)
-    index, stop = first.year * 12 + first.month - 1, last.year * 12 + last.month - 1
-    return [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(index, stop + 1)]
 
 
 def _overlap_clusters(ranges: pl.DataFrame) -> list[list[str]]:
@@ -91,7 +86,7 @@ def month_intervals(store_root: Path, start: datetime, end: datetime) -> Iterato
     base = store_root / "intervals"
     files = [
         str(f)
-        for m in _utc_months(start, end)
+        for m in utc_months(start, end - timedelta(microseconds=1))
         for f in sorted((base / f"month={m}").glob("part-*.parquet"))
     ]
     if not files:
@@ -208,7 +203,7 @@ def read_history(
     """
     names = INTERVAL_SCHEMA.names()
     in_period = (pl.col("interval_start") >= start) & (pl.col("interval_start") < end)
-    months = _utc_months(start, end)
+    months = utc_months(start, end - timedelta(microseconds=1))
     store = IntervalStore(store_root)
     laid_out = {
         m for m in months if any((store_root / "intervals" / f"month={m}").glob("part-*.parquet"))

@@ -32,13 +32,14 @@ import polars as pl
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.journal import Journal
 from agent.keys import SigningKeyError, fingerprint, load_public_key
-from agent.kpi import GREEN_SCHEMA
-from agent.report.adapters import KPI_ENGINE
+from agent.kpi import GREEN_SCHEMA, KPI_ENGINE
 from agent.report.breakdown import BREAKDOWN_COLUMNS
 from agent.report.bundle import GREEN, HISTORY, INTERVALS, JOURNAL, KPIS, SITE, compute_bundle_kpis
 from agent.report.manifest import BUNDLE_FORMAT, MANIFEST, SIGNATURE, sha256_stream
-from agent.report.rollup import hourly_rollup
+from agent.report.rollup import local_hours
+from agent.report.sources import batch_hashes, rederive_intervals
 from agent.site import parse_site
 
 __all__ = ["Check", "VerifyResult", "verify_bundle"]
@@ -259,7 +260,7 @@ def _check_kpis(bundle: _Bundle) -> Check:
     green = pl.DataFrame(green_rows, schema=GREEN_SCHEMA) if green_rows else None
     with bundle.local([INTERVALS, HISTORY]) as root:
         kpis, history, breakdown = compute_bundle_kpis(
-            hourly_rollup(pl.scan_parquet(root / INTERVALS), site),
+            local_hours(pl.scan_parquet(root / INTERVALS), site),
             pl.scan_parquet(root / HISTORY),
             site,
             green,
@@ -293,8 +294,6 @@ def _compare_breakdown(stated: list[dict[str, Any]], computed: pl.DataFrame) -> 
 
 
 def _check_journal(bundle: _Bundle, journal_path: Path) -> list[Check]:
-    from agent.journal import Journal  # noqa: PLC0415
-
     summary = json.loads(bundle.read(JOURNAL))
     if not summary.get("available"):
         raise _fail("journal", "journal.json records no journal chain for this bundle")
@@ -308,8 +307,6 @@ def _check_journal(bundle: _Bundle, journal_path: Path) -> list[Check]:
                 "journal", f"journal chain broken at batch {report.bad_seq}: {report.problem}"
             )
         checks = [Check("journal", "ok", f"chain of {report.batches_checked} batches verifies")]
-        from agent.report.sources import batch_hashes  # noqa: PLC0415
-
         found = batch_hashes(journal_path, [summary["first_seq"], summary["last_seq"]])
         for which in ("first", "last"):
             seq = summary[f"{which}_seq"]
@@ -334,8 +331,6 @@ def _check_journal(bundle: _Bundle, journal_path: Path) -> list[Check]:
 
 
 def _rederive(bundle: _Bundle, journal: Any, summary: dict[str, Any]) -> Check:
-    from agent.report.sources import rederive_intervals  # noqa: PLC0415
-
     site = parse_site(json.loads(bundle.read(SITE)), source=SITE)
     bundled = pl.read_parquet(io.BytesIO(bundle.read(INTERVALS)))
     lengths = (bundled["interval_end"] - bundled["interval_start"]).dt.total_seconds()

@@ -47,13 +47,20 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agent import metrics
+from agent.aggregator.feed import DerivedFeed, TableKind
 from agent.journal import JournalBatch
 from agent.logs import get_logger
 from agent.plugins import ConsumerContext
 from agent.readings import QUANTITIES
 from agent.settings import AgentSettings, ConfigError, read_secret
-from agent.sinks.derived import DerivedFeed, TableKind, wait_for_aggregator
-from agent.sinks.health import SINK_BYTES, SINK_FAILURES, SINK_POINTS, SINK_QUARANTINED, SinkHealth
+from agent.sinks.health import (
+    SINK_BYTES,
+    SINK_FAILURES,
+    SINK_POINTS,
+    SINK_QUARANTINED,
+    SinkHealth,
+    redact,
+)
 from agent.sinks.influx_schema import FrameKind, SiteTags, serialise
 from agent.sinks.influx_transport import Transport, V1Transport, V2Transport, WriteOutcome
 from agent.sinks.lineprotocol import encode_lines, escape_key, escape_measurement
@@ -260,7 +267,7 @@ class InfluxSink:
     async def _derived_at_stop(self, head: int) -> None:
         if self._feed is None:
             return
-        await wait_for_aggregator(self._feed.store, head)
+        await self._feed.wait_for_aggregator(head)
         if not await self.send_derived():
             _log.warning(
                 "stopping before the derived data was written: it is sent at the next start",
@@ -277,7 +284,9 @@ class InfluxSink:
             self._tags = None
         journal = ctx.journal
         if self.options.derived and self.site is not None and self._feed is None:
-            self._feed = await asyncio.to_thread(DerivedFeed.for_sink, self.name, self.settings)
+            self._feed = await asyncio.to_thread(
+                DerivedFeed.for_sink, self.name, self.settings, ctx.aggregators
+            )
         read_after = await asyncio.to_thread(journal.cursor, self.name)
         inflight: deque[tuple[_Chunk, asyncio.Task[None]]] = deque()
         pending: list[pl.DataFrame] = []
@@ -562,8 +571,6 @@ class InfluxSink:
 
     def health_redact(self, text: str) -> str:
         """Server text with any secret value removed (defence in depth)."""
-        from agent.sinks.health import redact  # noqa: PLC0415 - tiny helper
-
         return redact(text, self.health.secrets)
 
 

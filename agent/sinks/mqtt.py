@@ -9,7 +9,7 @@ Topics, under ``topic_prefix`` (default ``pue-agent/<site>``):
 * ``finding/<rule_id>`` — the latest finding of each rule (``FINDING_SCHEMA``).
 
 KPIs and findings come from the local store (the aggregator refreshes them,
-:mod:`agent.sinks.kpi_refresh`): after the journal work of each loop iteration (at
+:mod:`agent.aggregator.refresh`): after the journal work of each loop iteration (at
 most every ``derived_interval_s``) the newest two months of KPIs and the newest
 month of findings are published when their content changed since the last
 acknowledged publication (hash kept in ``state_dir/sinks/<sink>/derived.json``);
@@ -38,11 +38,11 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from agent import metrics
+from agent.aggregator.feed import DerivedFeed
 from agent.logs import get_logger
 from agent.plugins import ConsumerContext
 from agent.realtime import LatestPower
 from agent.settings import AgentSettings, ConfigError, read_secret
-from agent.sinks.derived import DerivedFeed, wait_for_aggregator
 from agent.sinks.health import SINK_FAILURES, SINK_POINTS, SinkHealth
 from agent.site import Site
 
@@ -272,7 +272,7 @@ class MqttSink:
         latest = LatestPower(self.site) if self.site is not None else None
         if self.options.derived and self.site is not None and self._feed is None:
             self._feed = await asyncio.to_thread(
-                DerivedFeed.for_sink, self.name, self.settings or ctx.settings
+                DerivedFeed.for_sink, self.name, self.settings or ctx.settings, ctx.aggregators
             )
         cursor = await asyncio.to_thread(ctx.journal.cursor, self.name)
         delay = self.options.reconnect_initial_s
@@ -337,7 +337,7 @@ class MqttSink:
                     ctx.new_data.clear()
                 if now - quiet_since >= 1.0 and cursor == unpublished:
                     if self._feed is not None:
-                        await wait_for_aggregator(self._feed.store, ctx.journal.head[0])
+                        await self._feed.wait_for_aggregator(ctx.journal.head[0])
                         await self.publish_derived()
                     return cursor
                 await _sleep_or(ctx.new_data, 0.25)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.plugins import CollectorContext
@@ -85,8 +86,6 @@ class SimCollector:
 
 
 def _concat(frames: list[Any]) -> Any:
-    import polars as pl  # noqa: PLC0415 - only for multi-tick batches
-
     return pl.concat(frames, rechunk=False)
 
 

@@ -14,6 +14,7 @@ import typer
 from pydantic import SecretStr
 from rich.console import Console
 
+from agent.probe import print_readings
 from collectors.snmp.client import (
     AUTH_PROTOCOLS,
     PRIV_PROTOCOLS,
@@ -149,8 +150,6 @@ def register(probe_app: typer.Typer) -> None:
         Keys are read from environment variables (--v3-auth-key-env/--v3-priv-key-env)
         so they never appear in the process list or shell history.
         """
-        from agent.probe import print_readings  # noqa: PLC0415
-
         host, port = parse_target(target)
         if (community is None) == (v3_user is None):
             raise typer.BadParameter("give exactly one of --community or --v3-user")

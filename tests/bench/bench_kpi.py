@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from agent.aggregator import Aggregator, AggregatorOptions
 from agent.energy import IntervalEngine
 from agent.journal import Journal
 from agent.kpi import compute_kpis, month_bounds
 from agent.schemas import INTERVAL_SCHEMA, PeriodKind
-from agent.sinks.local_store import LocalStoreOptions, LocalStoreSink
 from agent.site import Site, parse_site
 from agent.store import IntervalStore
 from collectors.sim.simulator import SiteSimulator, site_table
@@ -83,8 +83,8 @@ def python_baseline(
 def _stream_once(journal: Journal, site: Site, root: Path) -> tuple[float, int]:
     """Journal -> intervals -> store as the aggregator sink does it (its ``process_page``,
     default page size, the next page read while one is aggregated). Returns (s, rows)."""
-    options = LocalStoreOptions()
-    sink = LocalStoreSink(
+    options = AggregatorOptions()
+    sink = Aggregator(
         name="bench", options=options, store_root=root, config=options.energy_config()
     )
     store = IntervalStore(root)

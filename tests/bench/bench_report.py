@@ -9,7 +9,7 @@ What is measured is what an operator runs. The data is generated once (not timed
 real interval store through ``IntervalStore.write_intervals`` (one part per local day,
 tagged like aggregator pages, with its hourly roll-up), plus hourly roll-up parts for
 the 22 months of history; the signing key is created with ``keys.init_key``. The report
-child then calls :func:`agent.report.cli.run_report` — the body of ``pue-agent report``:
+child then calls :func:`agent.report.run.run_report` — the body of ``pue-agent report``:
 settings, site model, key, the month read from the store, history from its roll-ups,
 bundle and zip. Report and verify each run in a fresh process, so the peak RSS printed
 is theirs alone. A baseline ``--no-csv`` report runs in the same invocation.
@@ -33,8 +33,8 @@ from typing import Any
 import polars as pl
 
 from agent import keys
-from agent.report.cli import run_report
-from agent.report.periods import month_bounds, shift_month
+from agent.periods import month_bounds, shift_month
+from agent.report.run import run_report
 from agent.report.verify import verify_bundle
 from agent.settings import AgentSettings, load_settings
 from agent.store import IntervalStore

@@ -5,7 +5,8 @@ Run: ``.venv/bin/python -m tests.bench.bench_ttm_store [--store DIR] [--earlier-
 
 Goal (issue 6): the trailing-twelve-month PUE of a 2,000-meter site at 1-minute
 intervals in <= 10 s on 2 cores. What is timed is what the command runs,
-:func:`agent.kpi_cli.compute_month` (read the store, compute every KPI kind, store them),
+:func:`agent.kpi.from_store.compute_and_store_month` (read the store, compute every KPI
+kind, store them),
 plus the TTM alone, each in a fresh process right after the store was written (so no
 roll-up cache exists yet: "cold"; the OS page cache is not dropped) and then again
 (the store's caches on disk). The baseline, in the same run, is the previous reading path:
@@ -42,6 +43,7 @@ from agent.site import Site, parse_site
 from agent.store import IntervalStore
 from collectors.sim.simulator import SiteSimulator, site_table
 from tests.bench.bench_kpi import synthetic_intervals
+from tests.kpi.helpers import hourly_parts_summed
 
 MONTH = "2026-10"
 GOAL_S = 10.0
@@ -117,21 +119,20 @@ def _old_path(store: IntervalStore, site: Site, kinds: list[PeriodKind] | None) 
     m_start, m_end = month_bounds(MONTH, site.timezone)
     t_start, _ = ttm_bounds(MONTH, site.timezone)
     intervals = pl.concat(
-        [store.read_hourly(t_start, m_start), _old_read_intervals(store, m_start, m_end)]
+        [hourly_parts_summed(store, t_start, m_start), _old_read_intervals(store, m_start, m_end)]
     )
     return compute_kpis(intervals, site, None, month=MONTH, kinds=kinds or DEFAULT_KINDS)
 
 
 def child(mode: str, state: Path, out: Path) -> None:
     """Run one timed call in this (fresh) process; print seconds and peak RSS as JSON."""
-    from agent.kpi.from_store import store_kpis  # noqa: PLC0415
-    from agent.kpi_cli import compute_month  # noqa: PLC0415
+    from agent.kpi.from_store import compute_and_store_month, store_kpis  # noqa: PLC0415
 
     site = _site()
     store = IntervalStore(state / "store")
     t = time.perf_counter()
     if mode == "new-all":
-        kpis, _ = compute_month(state, site, MONTH, 0.95)
+        kpis, _ = compute_and_store_month(store, site, None, MONTH, 0.95)
     elif mode == "new-ttm":
         kpis = store_kpis(store, site, None, month=MONTH, kinds=[PeriodKind.TTM])
     elif mode == "old-all":

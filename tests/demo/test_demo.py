@@ -11,11 +11,93 @@ import polars as pl
 
 from agent.journal import Journal
 from agent.store import IntervalStore
-from tests.paths import FIXTURES, ROOT
+from collectors.redfish.client import ClientConfig, RedfishClient
+from collectors.redfish.poller import DevicePoller
+from collectors.redfish.profile import load_profile
+from collectors.sim.devices.apc import rack_pdu, smart_ups
+from collectors.sim.devices.redfish_service import (
+    GPU_SERVER_POWER,
+    LiveProperty,
+    RedfishService,
+    gpu_server_tree,
+)
+from collectors.sim.devices.snmp_responder import SnmpResponder
+from collectors.snmp import build
+from tests.paths import ROOT
+from tests.snmp.conftest import run_collector, settings, value_of
+
+
+async def test_demo_snmp_tables_are_detected_like_the_real_devices() -> None:
+    """The demo's own tables (no capture read) get, by auto-detection, the profiles a real
+    APC Rack PDU 2G and Smart-UPS get, and read back in the PowerNet-MIB's scales."""
+    responder = SnmpResponder()
+    responder.add_device(
+        "pdu", rack_pdu("pdu", power_w=lambda: 4321.0, energy_kwh=lambda: 1234.56, location="t")
+    )
+    responder.add_device(
+        "ups",
+        smart_ups(
+            "ups",
+            output_w=lambda: 5000.0,
+            output_kwh=lambda: 777.7,
+            input_kwh=lambda: 800.25,
+            rating_w=10_000.0,
+            location="t",
+        ),
+    )
+    port = await responder.start()
+    devices = [
+        {"name": c, "host": "127.0.0.1", "port": port, "community": c} for c in ("pdu", "ups")
+    ]
+    collector = build(
+        "demo-snmp",
+        {"devices": devices, "defaults": {"interval_s": 3600, "jitter_s": 0}, "flush_s": 0.05},
+        settings(),
+    )
+    collector.first_poll_now = True
+    try:
+        frame = (await run_collector(collector)).frame()
+    finally:
+        responder.close()
+    chosen = {name: state.poller.plan.profile.name if state.poller else None
+              for name, state in collector.states.items()}
+    assert chosen == {"pdu": "apc-rpdu2", "ups": "apc-smart-ups"}
+    pdu = frame.filter(pl.col("device") == "pdu")
+    assert value_of(pdu, "pdu.1.power") == 432 * 10.0  # rPDU2DeviceStatusPower, 0.01 kW
+    assert value_of(pdu, "pdu.1.energy") == 12345 / 10  # rPDU2DeviceStatusEnergy, 0.1 kWh
+    assert value_of(pdu, "phase.1.voltage") == 230.0
+    assert pdu.filter(pl.col("point").str.ends_with(".power")).height == 2 + 8  # + 8 outlets
+    ups = frame.filter(pl.col("device") == "ups")
+    assert value_of(ups, "output.power") == 5000.0  # upsAdvOutputActivePower, W
+    assert value_of(ups, "output.energy") == 777.0  # upsAdvOutputEnergyUsage, kWh
+    assert value_of(ups, "input.energy") == 80025 / 100  # upsHighPrecInputEnergyUsage
+    assert value_of(ups, "output.load") == 500 / 10  # upsHighPrecOutputLoad, 0.1 %
+
+
+async def test_demo_redfish_tree_gives_the_server_input_power() -> None:
+    """The demo's own Redfish tree: discovery finds one counted chassis whose
+    PowerControl[0].PowerConsumedWatts is the server's input power; PSUs are a breakdown."""
+    live = [
+        LiveProperty(GPU_SERVER_POWER, ("PowerControl", 0, "PowerConsumedWatts"), lambda: 1800.0),
+        LiveProperty(GPU_SERVER_POWER, ("PowerSupplies", 0, "PowerInputWatts"), lambda: 918.0),
+        LiveProperty(GPU_SERVER_POWER, ("PowerSupplies", 1, "PowerInputWatts"), lambda: 882.0),
+    ]
+    service = RedfishService(tree=gpu_server_tree("gpu"), live=live)
+    port = await service.start()
+    client = RedfishClient(ClientConfig(device="gpu", url=f"http://127.0.0.1:{port}", auth="none"))
+    try:
+        result = await DevicePoller(client, load_profile()).poll()
+    finally:
+        await client.aclose()
+        await service.stop()
+    assert result.errors == []
+    v = dict(zip(result.frame["point"].to_list(), result.frame["value"].to_list(), strict=True))
+    assert v["input.power"] == 1800.0
+    assert v["chassis.1.psu.0.input.power"] == 918.0
+    assert v["chassis.1.psu.1.input.power"] == 882.0
 
 
 def test_demo_one_minute_over_snmp_mqtt_redfish_then_a_verified_report(tmp_path: Path) -> None:
-    assert (FIXTURES / "snmp").is_dir(), "the demo's devices serve the shared fixtures"
     state = tmp_path / "demo"
     result = subprocess.run(
         # 90 s: at least one minute boundary with polls well after it, so an interval is
@@ -35,6 +117,8 @@ def test_demo_one_minute_over_snmp_mqtt_redfish_then_a_verified_report(tmp_path:
     # 4 PDUs + 4 UPSes over SNMP, 10 Shelly meters over MQTT, 1 BMC over Redfish.
     assert re.search(r"readings via snmp\s*│\s*[\d,]+ from 8 devices", out)
     assert re.search(r"readings via mqtt\s*│\s*[\d,]+ from 10 devices", out)
+    assert re.search(r"readings via redfish\s*│\s*[\d,]+ from 1 devices", out)
+    assert "fixtures" not in out and "falls back" not in out
     assert "journal verified OK" in out
     # Today's PUE and the month's REF come from the store: a one-minute day is honestly
     # "insufficient data", never a number built on 0 % coverage.

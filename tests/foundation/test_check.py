@@ -77,7 +77,7 @@ def test_good_site_passes_and_prints_the_plan(tmp_path: Path) -> None:
     assert "E_DC = +grid-a" in result.stdout
     assert "E_IT = +pdu-01" in result.stdout
     assert "PUE category 2" in result.stdout
-    assert "sink local_store (added because a site is configured)" in result.stdout
+    assert "aggregator (added because a site is configured)" in result.stdout
 
 
 BROKEN = [

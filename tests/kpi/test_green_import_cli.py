@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from agent.cli import _register_modules, app
+from agent.cli import app
 from agent.energy import interval_energy
 from agent.green import GreenLedger, GreenLedgerError
 from agent.importer import ImportFileError, import_file, load_import_file
@@ -20,7 +20,6 @@ from agent.site import parse_site
 from agent.store import IntervalStore
 from collectors.sim.simulator import SiteSimulator, site_table
 
-_register_modules()
 runner = CliRunner()
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from agent.aggregator import Aggregator, build
 from agent.journal import Journal
 from agent.plugins import ConsumerContext
 from agent.settings import AgentSettings, ConfigError
-from agent.sinks.local_store import LocalStoreSink, build
 from agent.site import Site, parse_site
 from agent.store import IntervalStore
 from collectors.sim.simulator import SiteSimulator, site_table
@@ -31,12 +31,12 @@ def _journal(path: Path, ticks: int = 320) -> tuple[Journal, Site]:
     return journal, site
 
 
-def _sink(tmp: Path, name: str, page: int) -> LocalStoreSink:
+def _sink(tmp: Path, name: str, page: int) -> Aggregator:
     settings = AgentSettings(state_dir=tmp)
     return build(name, {"page_batches": page}, settings)
 
 
-async def _run(sink: LocalStoreSink, journal: Journal, site: Site) -> None:
+async def _run(sink: Aggregator, journal: Journal, site: Site) -> None:
     journal.register_cursor(sink.name)
     stopping = asyncio.Event()
     stopping.set()  # run until caught up

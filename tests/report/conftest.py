@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.keys import SigningKey
+from agent.periods import month_bounds
 from agent.report.bundle import BundleResult, ReportRequest, build_bundle
-from agent.report.periods import month_bounds
 from tests.report.simdata import (
     drop_days,
     history_intervals,

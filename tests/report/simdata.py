@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 
-from agent.report.periods import month_bounds, shift_month
+from agent.periods import month_bounds, shift_month
 from agent.schemas import INTERVAL_SCHEMA, IntervalFlag
 from agent.site import Site, parse_site
 from collectors.sim.simulator import SiteSimulator, site_table

@@ -16,9 +16,9 @@ import numpy as np
 import polars as pl
 import pytest
 
+from agent.periods import month_bounds, shift_month
 from agent.report.bundle import HISTORY_MONTHS
-from agent.report.periods import month_bounds, shift_month
-from agent.report.rollup import daily_rollup
+from agent.report.rollup import local_days
 from agent.report.sources import read_history
 from agent.schemas import INTERVAL_SCHEMA
 from agent.site import Site
@@ -70,7 +70,7 @@ def history_input(root: Path, site: Site, month: str = MONTH) -> pl.DataFrame:
     """What the bundle writes as ``data/history.parquet`` from the store (see build_bundle)."""
     start, end = history_bounds(site, month)
     history = read_history(root, start, end, timezone=site.timezone)
-    return daily_rollup(
+    return local_days(
         history.filter((pl.col("interval_start") >= start) & (pl.col("interval_start") < end)),
         site,
     ).collect()
@@ -201,7 +201,7 @@ def test_local_days_exact_in_any_zone(tmp_path: Path, zone: str) -> None:
         random_rows(meters[:2], midnight - timedelta(hours=5), midnight + timedelta(hours=3), 99),
         tag=f"{900:012d}-import",
     )
-    reference = daily_rollup(store.read_intervals(*history_bounds(site, "2026-11")), site)
+    reference = local_days(store.read_intervals(*history_bounds(site, "2026-11")), site)
     got = history_input(tmp_path, site, "2026-11")
     want = reference.collect()
     assert got.height == want.height > 0

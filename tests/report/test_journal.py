@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.energy import interval_energy
 from agent.journal import Journal
 from agent.keys import SigningKey
+from agent.periods import month_bounds
 from agent.report.bundle import ReportRequest, build_bundle
-from agent.report.periods import month_bounds
 from agent.report.sources import journal_summary
 from agent.report.verify import verify_bundle
 from tests.report.simdata import sim_site

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
+from agent.cli import app as agent_app
 from agent.keys import (
     KEY_SECRET,
     SigningKeyError,
@@ -23,15 +24,12 @@ from agent.keys import (
     load_signing_key,
     public_key_pem,
 )
-from agent.report.cli import register
 from agent.settings import load_settings
 
 
 @pytest.fixture
 def app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-    return app
+    return agent_app
 
 
 def test_keys_init_writes_0600_and_show_prints_public_key(app: typer.Typer, tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
+from agent.cli import app as agent_app
 from agent.keys import SigningKey, public_key_pem
 from agent.report.bundle import BundleResult
-from agent.report.cli import register
 from agent.report.manifest import sign_manifest
 from agent.report.verify import VerifyResult, verify_bundle
 
@@ -171,9 +171,7 @@ def test_tampered_zip_member(
 
 @pytest.fixture
 def cli_app() -> typer.Typer:
-    app = typer.Typer()
-    register(app)
-    return app
+    return agent_app
 
 
 def test_cli_verify_exit_codes(

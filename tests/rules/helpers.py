@@ -7,8 +7,8 @@ from typing import Any
 
 import polars as pl
 
+from agent.periods import month_index, month_label
 from agent.schemas import KPI_SCHEMA
-from rules.periods import month_index, month_label
 
 SITE = "dc-1"
 

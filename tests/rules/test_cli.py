@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
-import polars as pl
 import pytest
 import typer
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
-import rules.cli
+import agent.cli.rules
+from agent.store import IntervalStore
+from rules import POLICIES_DIR_ENV
 from tests.rules.helpers import SITE_TOML, frame, history, kpi
 from tests.rules.test_packs import MINIMAL
 
@@ -21,9 +20,9 @@ from tests.rules.test_packs import MINIMAL
 @pytest.fixture
 def app(monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
     # Wide enough that table cells are not folded (the runner's terminal is 80 columns).
-    monkeypatch.setattr(rules.cli, "out", Console(width=400))
+    monkeypatch.setattr(agent.cli.rules, "out", Console(width=400))
     application = typer.Typer()
-    rules.cli.register(application)
+    application.add_typer(agent.cli.rules.rules_app, name="rules")
     return application
 
 
@@ -73,7 +72,7 @@ def test_list_json_and_a_refused_pack(app: typer.Typer, tmp_path: Path) -> None:
 
 def test_policies_dir_from_the_environment(app: typer.Typer, tmp_path: Path) -> None:
     (tmp_path / "op.toml").write_text(MINIMAL, encoding="utf-8")
-    result = invoke(app, "list", "--json", env={rules.cli.POLICIES_DIR_ENV: str(tmp_path)})
+    result = invoke(app, "list", "--json", env={POLICIES_DIR_ENV: str(tmp_path)})
     assert result.exit_code == 0, result.output
     assert "op-pack" in {p["id"] for p in json.loads(result.stdout)["packs"]}
 
@@ -145,24 +144,14 @@ def test_evaluate_table(app: typer.Typer, config: Path, kpis_file: Path, tmp_pat
 
 
 def test_evaluate_reads_the_interval_store(
-    app: typer.Typer, config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    app: typer.Typer, config: Path, tmp_path: Path
 ) -> None:
-    # Stands in for agent/store.py's planned API: IntervalStore(root).read_kpis().
-    roots: list[Path] = []
-
-    class FakeStore:
-        def __init__(self, root: Path) -> None:
-            roots.append(root)
-
-        def read_kpis(self) -> pl.DataFrame:
-            return frame([kpi("pue", 1.19, period="2026-10")])
-
-    module = types.ModuleType("agent.store")
-    module.IntervalStore = FakeStore  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "agent.store", module)
+    # A real store where the settings put it (state_dir/store): no --kpis given.
+    IntervalStore(tmp_path / "state" / "store").write_kpis(
+        frame([kpi("pue", 1.19, period="2026-10")])
+    )
     result = invoke(app, "evaluate", "--period", "2026-10", "--config", str(config), "--json")
     assert result.exit_code == 0, result.output
-    assert roots == [tmp_path / "state" / "store"]
     shanxi = next(
         f for f in json.loads(result.stdout)["findings"] if f["rule_id"] == "shanxi-2024-35-4"
     )
@@ -174,16 +163,16 @@ def test_evaluate_refuses_a_bad_period(app: typer.Typer, config: Path, kpis_file
         app, "evaluate", "--period", "2026-13", "--config", str(config), "--kpis", str(kpis_file)
     )
     assert result.exit_code == 2
-    assert "not a month label" in result.stderr
+    assert "'2026-13': expected a month YYYY-MM" in result.stderr
 
 
-def test_evaluate_without_a_store_says_so(
-    app: typer.Typer, config: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(sys.modules, "agent.store", None)  # import raises ImportError
-    result = invoke(app, "evaluate", "--period", "2026-10", "--config", str(config))
-    assert result.exit_code == 2
-    assert "interval store (agent.store) is not available" in result.stderr
+def test_evaluate_without_a_store_is_insufficient_data(app: typer.Typer, config: Path) -> None:
+    # No store yet (nothing aggregated): every measured rule lacks data, none is eligible.
+    result = invoke(app, "evaluate", "--period", "2026-10", "--config", str(config), "--json")
+    assert result.exit_code == 0, result.output
+    results = {f["result"] for f in json.loads(result.stdout)["findings"]}
+    assert "eligible" not in results
+    assert "insufficient_data" in results
 
 
 def test_evaluate_explain_and_expired_note(app: typer.Typer, config: Path, tmp_path: Path) -> None:

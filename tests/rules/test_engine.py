@@ -17,7 +17,7 @@ from tests.rules.helpers import SITE, SITE_TOML, frame, history, kpi
 
 PACKS = load_packs(None).packs
 
-# Every threshold rule as POLICIES.md / the source text states it (hand-copied, not read
+# Every threshold rule as docs/policies.md / the source text states it (hand-copied, not read
 # from the packs): (metric, window, comparator, threshold).
 EXPECTED = {
     "shanxi-2024-35-4": ("pue", "ttm", "<", 1.18),  # 首次低于 1.18
@@ -416,7 +416,7 @@ def test_engine_does_not_modify_its_inputs() -> None:
 
 
 def test_bad_period_label_is_refused() -> None:
-    with pytest.raises(ValueError, match="not a month label"):
+    with pytest.raises(ValueError, match="expected a month YYYY-MM"):
         run([], period="2026-13")
 
 

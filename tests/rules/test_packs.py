@@ -1,4 +1,4 @@
-"""Policy packs: the built-in packs encode POLICIES.md; broken packs are refused clearly."""
+"""Policy packs: the built-in packs encode docs/policies.md; broken packs are refused clearly."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from rules.pack import (
 )
 from tests.rules.helpers import SITE, frame, kpi
 
-# Every clause id of POLICIES.md (hand-copied), so a clause dropped from a pack fails here.
+# Every clause id of docs/policies.md (hand-copied), so a clause dropped from a pack fails here.
 POLICIES_MD_IDS = {
     "shanxi-2024-35-4",
     "shanxi-2024-35-5",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agent.aggregator import build as build_aggregator
 from agent.settings import load_settings
-from agent.sinks import local_store
 from agent.store import IntervalStore
 from rules.pack import DEFAULT_POLICIES_DIR, LoadedPacks
 from tests.foundation.test_check import run_check
@@ -26,7 +26,7 @@ def test_live_refresher_reads_the_configured_packs(tmp_path: Path) -> None:
     config = _config_with_operator_pack(tmp_path)
     settings = load_settings(config)
     assert settings.policies_path() == tmp_path / "packs"
-    sink = local_store.build("store", {}, settings)
+    sink = build_aggregator("store", {}, settings)
     refresher = sink.make_refresher(small_site(), IntervalStore(tmp_path / "store"))
     packs = refresher._load_packs()  # what the refresher evaluates with
     assert isinstance(packs, LoadedPacks)

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from agent.pipeline import Agent, build_agent
+from agent.service import AgentService
 from agent.settings import AgentSettings, CollectorEntry, load_settings
 from collectors.sim.simulator import SiteSimulator, site_table
 from tests.servers import free_port
@@ -82,7 +83,7 @@ class ThreadedAgent:
         async def main() -> None:
             self.loop = asyncio.get_running_loop()
             ready.set()
-            await self.agent.run(install_signals=False)
+            await AgentService(self.agent, install_signals=False).serve()
 
         def target() -> None:
             try:

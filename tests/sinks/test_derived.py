@@ -17,11 +17,11 @@ from typing import Any
 import polars as pl
 import pytest
 
+from agent.aggregator.feed import DerivedFeed
 from agent.journal import Journal
 from agent.pipeline import Agent, build_agent
 from agent.settings import AgentSettings
 from agent.sinks import influxdb
-from agent.sinks.derived import DerivedFeed
 from agent.store import IntervalStore
 from collectors.sim.simulator import SiteSimulator, site_table
 from tests.servers.influxdb import start_influxdb

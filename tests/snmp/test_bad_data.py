@@ -16,7 +16,7 @@ async def test_negative_ups_output_power_is_journalled_as_sent(sim) -> None:
     """Generex CS141: upsOutputPower.1 = -4 and .3 = -26 although UPS-MIB's range is 0..2^31-1.
 
     Chosen: the collector records what the device said (W, scale 1); rejecting and
-    counting implausible negative power is the aggregator's rule (PUE.md), and the
+    counting implausible negative power is the aggregator's rule (docs/pue.md), and the
     journal keeps the evidence.
     """
     frame, _ = await poll_once(sim, "generex-ups_cs141")

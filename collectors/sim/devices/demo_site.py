@@ -1,11 +1,12 @@
 """The demo site behind real protocols: one simulator, devices on SNMP, MQTT and Redfish.
 
-:class:`DemoDevices` starts, on loopback ports it picks, an SNMP responder serving real APC
-walks (rack PDUs, UPSes), an MQTT broker with Shelly Pro 3EM meters (incomers, PV, cooling,
-lighting) and Redfish services serving real GPU-server captures, all with live values from one
+:class:`DemoDevices` starts, on loopback ports it picks, an SNMP responder serving APC rack
+PDUs and Smart-UPSes (tables the project builds from its own profiles' OIDs), an MQTT broker
+with Shelly Pro 3EM meters (incomers, PV, cooling, lighting) and a Redfish service for a GPU
+server (a minimal tree the project writes), all with live values from one
 :class:`SiteSimulator`; it returns the collector tables and the site model that poll them.
-The busiest PDU's energy register starts one count below its 31-bit wrap, so the demo shows
-a wrap being corrected.
+Nothing is read from disk: no device capture is needed. The busiest PDU's energy register
+starts one count below its 31-bit wrap, so the demo shows a wrap being corrected.
 """
 
 from __future__ import annotations
@@ -17,44 +18,26 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-from pysnmp.proto.api import v2c
-
+from collectors.sim.devices.apc import WRAP_COUNTS, rack_pdu, smart_ups
 from collectors.sim.devices.mqtt_meters import ShellyMeter, ShellyPublisher, start_broker
-from collectors.sim.devices.redfish_service import LiveProperty, RedfishService
+from collectors.sim.devices.redfish_service import (
+    GPU_SERVER_POWER,
+    LiveProperty,
+    RedfishService,
+    gpu_server_tree,
+)
 from collectors.sim.devices.snmp_responder import SnmpResponder
 from collectors.sim.simulator import SimDevice, SiteSimulator, site_table
 
-__all__ = ["DemoDevices", "find_fixtures"]
+__all__ = ["DemoDevices"]
 
-RPDU2_POWER = "1.3.6.1.4.1.318.1.1.26.4.3.1.5.1"  # rPDU2DeviceStatusPower, 0.01 kW
-RPDU2_ENERGY = "1.3.6.1.4.1.318.1.1.26.4.3.1.9.1"  # rPDU2DeviceStatusEnergy, 0.1 kWh, 0..2^31-1
-UPS_OUT_POWER = "1.3.6.1.4.1.318.1.1.1.4.2.8.0"  # upsAdvOutputActivePower, W
-UPS_OUT_ENERGY = "1.3.6.1.4.1.318.1.1.1.4.2.12.0"  # upsAdvOutputEnergyUsage, kWh
-UPS_IN_ENERGY = "1.3.6.1.4.1.318.1.1.1.3.3.5.0"  # upsHighPrecInputEnergyUsage, 0.01 kWh
-WRAP_COUNTS = 2**31  # rPDU2DeviceStatusEnergy is an INTEGER 0..2147483647
-
-#: Redfish captures served as GPU servers: folder, chassis power resource, key path.
-REDFISH_SERVERS: tuple[tuple[str, str, str, tuple[str | int, ...]], ...] = (
-    (
-        "gpu-dell-r750",
-        "real/dell",
-        "/redfish/v1/Chassis/System.Embedded.1/Power",
-        ("PowerControl", 0, "PowerConsumedWatts"),
-    ),
-)
-
-
-def find_fixtures() -> Path | None:
-    """The shared device fixtures beside the checkout, if this is a development tree."""
-    here = Path(__file__).resolve()
-    for parent in here.parents:
-        candidate = parent.parent / "shared" / "fixtures"
-        if (candidate / "snmp").is_dir():
-            return candidate
-    return None
+#: The GPU servers behind Redfish: name, and its share of its rack's power (it sits in the
+#: busiest rack).
+REDFISH_SERVERS: tuple[tuple[str, float], ...] = (("gpu-server-1", 0.4),)
+#: How a server's input power splits over its two PSUs (a breakdown, like real PSUs).
+PSU_SHARES = (0.51, 0.49)
 
 
 def _free_port() -> int:
@@ -67,7 +50,6 @@ def _free_port() -> int:
 class DemoDevices:
     """Simulated devices on real protocols, driven by one simulator clock."""
 
-    fixtures: Path
     pdus: int = 8
     interval_s: float = 5.0
     sim: SiteSimulator = field(init=False)
@@ -114,16 +96,11 @@ class DemoDevices:
     def _energy_wh(self, i: int) -> float:
         return float(self.sim.energy_kwh[i]) * 1000.0
 
-    def _integer(
-        self, i: int, what: str, per_unit: float, offset: int = 0, modulus: int = WRAP_COUNTS
-    ) -> Callable[[], Any]:
-        """An SNMP INTEGER source: device ``i``'s power (W) or energy (kWh) in raw units."""
+    def _power_of(self, i: int) -> Callable[[], float]:
+        return functools.partial(self._power_w, i)
 
-        def value() -> Any:
-            raw = self._power_w(i) if what == "power" else self._energy_kwh(i)
-            return v2c.Integer((int(raw * per_unit) + offset) % modulus)
-
-        return value
+    def _energy_of(self, i: int) -> Callable[[], float]:
+        return functools.partial(self._energy_kwh, i)
 
     async def _clock(self) -> None:
         while True:
@@ -156,8 +133,6 @@ class DemoDevices:
 
     async def _start_snmp(self) -> None:
         responder = SnmpResponder()
-        walk_pdu = self.fixtures / "snmp" / "apc_ap8959eu3.snmprec"
-        walk_ups = self.fixtures / "snmp" / "apc_smart1500.snmprec"
         racks = [d for d in self.sim.devices if d.role == "it"]
         # The busiest rack's register sits one count below its wrap: at 0.1 kWh per count it
         # wraps within a minute (0.1 kWh / 6 kW = 60 s), so even `demo --minutes 1` shows it.
@@ -173,23 +148,27 @@ class DemoDevices:
                 offset = self._wrap_offset_counts if wrap else 0
                 responder.add_device(
                     d.device,
-                    walk_pdu,
-                    {
-                        RPDU2_POWER: self._integer(i, "power", 0.1),
-                        RPDU2_ENERGY: self._integer(i, "energy", 10.0, offset, WRAP_COUNTS),
-                    },
+                    rack_pdu(
+                        d.device,
+                        power_w=self._power_of(i),
+                        energy_kwh=self._energy_of(i),
+                        location=f"demo hall, rack-{d.device[4:]}",
+                        energy_offset_counts=offset,
+                    ),
                 )
             elif d.device.startswith("ups-") and d.prefix == "output":
                 out = self._index(d.device, "output")
                 inp = self._index(d.device, "input")
                 responder.add_device(
                     d.device,
-                    walk_ups,
-                    {
-                        UPS_OUT_POWER: self._integer(out, "power", 1.0),
-                        UPS_OUT_ENERGY: self._integer(out, "energy", 1.0),
-                        UPS_IN_ENERGY: self._integer(inp, "energy", 100.0),
-                    },
+                    smart_ups(
+                        d.device,
+                        output_w=self._power_of(out),
+                        output_kwh=self._energy_of(out),
+                        input_kwh=self._energy_of(inp),
+                        rating_w=d.rating_kw * 1000.0,
+                        location="demo hall, UPS room",
+                    ),
                 )
         await responder.start()
         self._snmp = responder
@@ -218,13 +197,26 @@ class DemoDevices:
         self._tasks.append(asyncio.create_task(publisher.run(), name="demo-shelly"))
 
     async def _start_redfish(self) -> None:
-        rack = self._index("pdu-002", "output")
-        for _name, folder, resource, keys in REDFISH_SERVERS:
-            service = RedfishService(
-                root=self.fixtures / "redfish" / folder,
-                # The GPU server sits in rack 2: its input is a share of that rack's power.
-                live=[LiveProperty(resource, keys, functools.partial(self._share_w, rack, 0.4))],
-            )
+        racks = [self._index(d.device, d.prefix) for d in self.sim.devices if d.role == "it"]
+        for name, share in REDFISH_SERVERS:
+            # The GPU server sits in the busiest rack: its input is a share of that rack's power.
+            rack = max(racks, key=self._power_w)
+            live = [
+                LiveProperty(
+                    GPU_SERVER_POWER,
+                    ("PowerControl", 0, "PowerConsumedWatts"),
+                    functools.partial(self._share_w, rack, share),
+                )
+            ]
+            live += [
+                LiveProperty(
+                    GPU_SERVER_POWER,
+                    ("PowerSupplies", n, "PowerInputWatts"),
+                    functools.partial(self._share_w, rack, share * psu),
+                )
+                for n, psu in enumerate(PSU_SHARES)
+            ]
+            service = RedfishService(tree=gpu_server_tree(name, psus=len(PSU_SHARES)), live=live)
             await service.start()
             self._redfish.append(service)
 
@@ -268,13 +260,7 @@ class DemoDevices:
                 "name": "redfish",
                 "interval_s": self.interval_s,
                 "devices": [
-                    {
-                        "name": name,
-                        "url": f"http://127.0.0.1:{svc.port}",
-                        "auth": "none",
-                        # The demo animates PowerConsumedWatts; the PSU metrics stay as captured.
-                        "prefer": ["environment_metrics", "power", "psu_metrics", "sensors"],
-                    }
+                    {"name": name, "url": f"http://127.0.0.1:{svc.port}", "auth": "none"}
                     for (name, *_), svc in zip(REDFISH_SERVERS, self._redfish, strict=True)
                 ],
             },
@@ -299,7 +285,7 @@ class DemoDevices:
             elif meter["device"].startswith("ups-") and meter["id"].endswith(".output"):
                 meter["energy_point"], meter["power_point"] = points["monitor"]
             else:
-                continue  # UPS inputs: the demo's UPS walk exposes input energy only
+                continue  # UPS inputs: an APC Smart-UPS reports input energy, not power
             meters.append(meter)
         for name, *_ in REDFISH_SERVERS:
             meters.append(

@@ -1,7 +1,8 @@
 """An in-process MQTT broker (amqtt) with simulated Shelly Pro 3EM meters publishing to it.
 
-The payloads have the shape of the real Shelly Gen2 ``em:0`` / ``emdata:0`` status objects
-(``../shared/fixtures/mqtt/shelly/``): per-phase and total active power in W, energy totals in Wh.
+The payloads are built here (:func:`em_payload`, :func:`emdata_payload`) in the shape of the
+Shelly Gen2 ``em:0`` / ``emdata:0`` status objects a Pro 3EM publishes: per-phase and total
+active power in W, energy totals in Wh.
 """
 
 from __future__ import annotations

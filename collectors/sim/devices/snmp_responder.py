@@ -1,16 +1,16 @@
-"""A small SNMPv2c agent over asyncio UDP, answering from a snmprec walk with live overrides.
+"""A small SNMPv2c agent over asyncio UDP, answering from tables of value sources.
 
 It speaks GET, GETNEXT and GETBULK with pysnmp's protocol codec (no MIB machinery), which is
-all a poller needs; the values of chosen OIDs come from callables so registers rise with power.
+all a poller needs. Each device is a table the project builds (:mod:`collectors.sim.devices.apc`):
+OID -> a callable giving the value now, so registers rise with power.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pyasn1.codec.ber import decoder, encoder
@@ -18,53 +18,25 @@ from pyasn1.error import PyAsn1Error
 from pysnmp.proto import api
 from pysnmp.proto.api import v2c
 
-__all__ = ["SnmpResponder", "load_snmprec"]
+__all__ = ["SnmpResponder"]
 
 Oid = tuple[int, ...]
-
-_TYPES: dict[str, Callable[[str], Any]] = {
-    "2": lambda v: v2c.Integer(int(v)),
-    "4": v2c.OctetString,
-    "4x": lambda v: v2c.OctetString(hexValue=v),
-    "6": v2c.ObjectIdentifier,
-    "64": v2c.IpAddress,
-    "65": lambda v: v2c.Counter32(int(v)),
-    "66": lambda v: v2c.Gauge32(int(v)),
-    "67": lambda v: v2c.TimeTicks(int(v)),
-    "70": lambda v: v2c.Counter64(int(v)),
-}
 
 
 def _oid(text: str) -> Oid:
     return tuple(int(part) for part in text.strip(".").split("."))
 
 
-def load_snmprec(path: Path) -> dict[Oid, Any]:
-    """Parse a snmprec walk (``OID|TYPE|VALUE``; ``#`` comments) into SNMP values."""
-    table: dict[Oid, Any] = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not line or line.startswith("#"):
-            continue
-        oid, kind, value = line.split("|", 2)
-        maker = _TYPES.get(kind)
-        if maker is not None:
-            table[_oid(oid)] = maker(value)
-    return table
-
-
 @dataclass
 class _Agent:
-    table: dict[Oid, Any]
-    live: dict[Oid, Callable[[], Any]]
+    table: dict[Oid, Callable[[], Any]]
     keys: list[Oid] = field(init=False)
 
     def __post_init__(self) -> None:
         self.keys = sorted(self.table)
 
     def value(self, oid: Oid) -> Any:
-        if oid in self.live:
-            return self.live[oid]()
-        return self.table[oid]
+        return self.table[oid]()
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -135,15 +107,9 @@ class SnmpResponder:
         self._transport: asyncio.DatagramTransport | None = None
         self.port = 0
 
-    def add_device(
-        self, community: str, walk: Path, live: dict[str, Callable[[], Any]] | None = None
-    ) -> None:
-        """Serve ``walk`` to requests with ``community``; OIDs in ``live`` are computed."""
-        table = load_snmprec(walk)
-        overrides = {_oid(oid): fn for oid, fn in (live or {}).items()}
-        for oid, fn in overrides.items():
-            table.setdefault(oid, fn())
-        self._agents[community] = _Agent(table=table, live=overrides)
+    def add_device(self, community: str, table: Mapping[str, Callable[[], Any]]) -> None:
+        """Serve ``table`` (OID text -> value source) to requests with ``community``."""
+        self._agents[community] = _Agent(table={_oid(oid): fn for oid, fn in table.items()})
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Bind and serve; returns the UDP port."""

@@ -1,0 +1,68 @@
+"""``pue-agent kpi``: the month's PUE (interim), TTM PUE (annual), REF, CUE and more."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import polars as pl
+import typer
+
+from agent.cli.common import (
+    ConfigOption,
+    JsonOption,
+    StateDirOption,
+    fail,
+    out,
+    settings_or_exit,
+    site_or_exit,
+)
+from agent.green import GreenLedger, GreenLedgerError
+from agent.kpi.from_store import compute_and_store_month
+from agent.periods import PeriodError
+from agent.store import IntervalStore
+
+__all__ = ["kpi"]
+
+
+def kpi(
+    period: Annotated[str, typer.Option("--period", help="Local month, YYYY-MM.")],
+    as_json: JsonOption = False,
+    threshold: Annotated[float, typer.Option("--coverage-threshold", min=0.0, max=1.0)] = 0.95,
+    config: ConfigOption = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Compute and print the month's PUE (interim), TTM PUE (annual), REF, CUE and more."""
+    settings = settings_or_exit(config, state_dir)
+    site = site_or_exit(settings, needed_for="nothing to compute")
+    try:
+        green = GreenLedger(settings.green_ledger_path()).frame()
+        kpis, choices = compute_and_store_month(
+            IntervalStore(settings.store_path()), site, green, period, threshold
+        )
+    except (PeriodError, GreenLedgerError) as exc:
+        raise fail(str(exc)) from exc
+    shown = kpis.filter(pl.col("period_kind").is_in(["month", "ttm"]))
+    if as_json:
+        rows = shown.with_columns(
+            pl.col("period_start", "period_end").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        ).to_dicts()
+        out.print_json(
+            json.dumps({"site": site.id, "period": period, "kpis": rows, "choices": choices})
+        )
+        return
+    out.print(
+        f"site {site.id} — {period} (category {site.pue_category}; "
+        "month = interim, ttm = annual)"
+    )
+    for row in shown.iter_rows(named=True):
+        value = (
+            "insufficient_data"
+            if row["value"] is None
+            else f"{row['value']:.4f} {row['unit']}".strip()
+        )
+        out.print(
+            f"  {row['period_kind']:5} {row['metric']:28} {value:>24}  "
+            f"coverage {row['coverage'] or 0:.1%}",
+            highlight=False,
+        )

@@ -1,0 +1,95 @@
+"""One monthly report from the agent's own data: what ``pue-agent report`` runs.
+
+The site model, the month's intervals and history from the interval store
+(:meth:`AgentSettings.store_path`), the journal's summary, the site's signing key and
+the operator's policy packs go into :func:`agent.report.bundle.build_bundle`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import polars as pl
+
+from agent import keys
+from agent.periods import PeriodError, month_bounds, shift_month
+from agent.report.bundle import (
+    HISTORY_MONTHS,
+    BundleError,
+    BundleResult,
+    ReportRequest,
+    build_bundle,
+)
+from agent.report.render import FontError
+from agent.report.sources import journal_summary, month_intervals, read_history
+from agent.settings import AgentSettings
+from agent.site import load_site_for
+
+__all__ = ["ReportError", "run_report"]
+
+
+class ReportError(RuntimeError):
+    """The report cannot be built (the message says why)."""
+
+
+def run_report(
+    settings: AgentSettings,
+    month: str,
+    *,
+    langs: Sequence[Literal["zh", "en"]] = ("zh", "en"),
+    out_dir: Path = Path(),
+    green: Path | None = None,
+    coverage_threshold: float = 0.95,
+    policies_dir: Path | None = None,
+    overwrite: bool = False,
+    csv: bool = True,
+) -> tuple[BundleResult, str]:
+    """What ``pue-agent report`` does (the benchmark calls this too).
+
+    Returns:
+        The bundle and the signing key's fingerprint.
+
+    Raises:
+        ReportError: no site model, a bad month, no usable key, or a bundle error.
+    """
+    site = load_site_for(settings)
+    if site is None:
+        raise ReportError("no site model configured: a report needs one (site_file or [site])")
+    try:
+        start, end = month_bounds(month, site.timezone)
+        history_start, _ = month_bounds(shift_month(month, -HISTORY_MONTHS), site.timezone)
+    except PeriodError as exc:
+        raise ReportError(str(exc)) from exc
+    try:
+        key = keys.load_signing_key(settings)
+    except keys.SigningKeyError as exc:
+        raise ReportError(str(exc)) from exc
+    store = settings.store_path()
+    journal = (
+        journal_summary(settings.journal_path, start, end)
+        if settings.journal_path.is_file()
+        else None
+    )
+    ledger = pl.DataFrame(json.loads(green.read_text(encoding="utf-8"))) if green else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with month_intervals(store, start, end) as intervals:
+        request = ReportRequest(
+            site=site,
+            month=month,
+            intervals=intervals,
+            history=read_history(store, history_start, start, timezone=site.timezone),
+            green=ledger,
+            journal=journal,
+            coverage_threshold=coverage_threshold,
+            # The packs the live findings used (agent.toml) unless the caller names others.
+            policies_dir=policies_dir or settings.policies_path(),
+            csv=csv,
+        )
+        try:
+            result = build_bundle(request, key, out_dir, langs, overwrite=overwrite)
+        except (BundleError, FontError) as exc:
+            raise ReportError(str(exc)) from exc
+    return result, key.fingerprint
