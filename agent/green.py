@@ -12,7 +12,6 @@ import fcntl
 import getpass
 import json
 import math
-import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from typing import Literal
 import polars as pl
 
 from agent.kpi.compute import GREEN_SCHEMA
+from agent.periods import PeriodError, parse_month
 from agent.store import atomic_write_bytes
 
 __all__ = ["GREEN_KINDS", "KWH_PER_CERTIFICATE", "GreenEntry", "GreenLedger", "GreenLedgerError"]
@@ -32,7 +32,6 @@ GreenKind = Literal["certificate", "contract"]
 GREEN_KINDS: tuple[GreenKind, ...] = ("certificate", "contract")
 #: China's green electricity certificate (绿证, GEC): one certificate = 1 MWh.
 KWH_PER_CERTIFICATE = 1000.0
-_PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
 class GreenLedgerError(ValueError):
@@ -118,8 +117,10 @@ class GreenLedger:
             GreenLedgerError: for a bad period, kind, amount or reference, or a reference
                 already active for the same kind (no energy is counted twice).
         """
-        if not _PERIOD.match(period):
-            raise GreenLedgerError(f"--period {period!r}: expected a month YYYY-MM, e.g. 2026-10")
+        try:
+            parse_month(period)
+        except PeriodError as exc:
+            raise GreenLedgerError(f"--{exc}") from None
         if kind not in GREEN_KINDS:
             raise GreenLedgerError(f"--kind {kind!r}: expected one of {', '.join(GREEN_KINDS)}")
         if not (mwh > 0 and math.isfinite(mwh)):

@@ -11,13 +11,16 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Annotated
 
 import polars as pl
+from pydantic import AfterValidator
 
 __all__ = [
     "QUANTITIES",
     "READING_SCHEMA",
     "Quality",
+    "Quantity",
     "ReadingBatchError",
     "empty_batch",
     "make_batch",
@@ -62,6 +65,16 @@ QUANTITIES: dict[str, str] = {
     "uptime_s": "device uptime (to tell a reboot reset from a wrap), s",
     "status_code": "device status enumeration as reported",
 }
+
+
+def _known_quantity(value: str) -> str:
+    if value not in QUANTITIES:
+        raise ValueError(f"unknown quantity {value!r} (known: {', '.join(QUANTITIES)})")
+    return value
+
+
+#: A quantity name in a profile, mapping or device map: refused unless in :data:`QUANTITIES`.
+Quantity = Annotated[str, AfterValidator(_known_quantity)]
 
 #: Column names and dtypes of a reading batch. ``ts`` is UTC with microsecond precision.
 READING_SCHEMA: pl.Schema = pl.Schema(

@@ -36,6 +36,7 @@ __all__ = [
     "load_settings",
     "read_secret",
     "secrets_dirs",
+    "validation_problems",
 ]
 
 DEFAULT_CONFIG_PATH = Path("/etc/pue-agent/agent.toml")
@@ -279,12 +280,22 @@ def read_secret(name: str, settings: AgentSettings | None = None) -> SecretStr:
     raise ConfigError(f"secret {name!r} not found (searched: {searched})")
 
 
+def validation_problems(error: ValidationError, field_prefix: str = "", sep: str = "; ") -> str:
+    """Every failing field of a pydantic error as ``<prefix><field>: <message>``, joined.
+
+    The one way configuration, options, profiles and mappings name what is wrong: the
+    dotted field path (``(top level)`` for the model itself) and pydantic's message
+    without its ``Value error, `` prefix.
+    """
+    return sep.join(
+        f"{field_prefix}{'.'.join(str(part) for part in item['loc']) or '(top level)'}: "
+        f"{str(item['msg']).removeprefix('Value error, ')}"
+        for item in error.errors()
+    )
+
+
 def _format_validation(error: ValidationError, source: str) -> str:
-    lines = []
-    for item in error.errors():
-        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"{source}: {field}: {item['msg']}")
-    return "\n".join(lines)
+    return validation_problems(error, f"{source}: ", "\n")
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> AgentSettings:

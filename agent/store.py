@@ -54,6 +54,7 @@ __all__ = [
     "StoreError",
     "atomic_write_bytes",
     "day_index",
+    "dedupe_parts",
     "hourly_rollup",
     "period_rollup",
 ]
@@ -168,9 +169,14 @@ def _between(start: datetime, end: datetime) -> pl.Expr:
     return (pl.col("interval_start") >= start) & (pl.col("interval_start") < end)
 
 
-def _dedupe(files: list[Path], where: pl.Expr | None = None) -> pl.LazyFrame:
-    """Rows of ``files``, one per key, from the latest file (name order) — the store rule."""
-    frame = pl.scan_parquet(files, include_file_paths="_file")
+def dedupe_parts(files: Sequence[Path | str], where: pl.Expr | None = None) -> pl.LazyFrame:
+    """Rows of interval parts ``files``, one per key, from the latest file (name order).
+
+    The store's one de-duplication rule: every reader of parts that may share
+    ``(meter, interval_start)`` keys (an import over live data, a compaction caught
+    half-way) goes through here, the report's streaming month read included.
+    """
+    frame = pl.scan_parquet([str(f) for f in files], include_file_paths="_file")
     if where is not None:
         frame = frame.filter(where)  # whole keys in or out: filtering first is the same
     return frame.sort("_file", maintain_order=True).unique(_KEY, keep="last", maintain_order=True)
@@ -531,7 +537,7 @@ class IntervalStore:
         columns = ["meter", "day", "energy_kwh", "covered_us", "flags", "method"]
         pieces = [indexes[p.name].select(columns) for p in view.clean]
         if view.unclean:
-            pieces.append(day_index(_dedupe(view.unclean))[0].lazy().select(columns))
+            pieces.append(day_index(dedupe_parts(view.unclean))[0].lazy().select(columns))
         days = pl.concat(pieces).with_columns(
             pl.col("day").alias("_start"), (pl.col("day") + _DAY).alias("_end")
         )
@@ -549,7 +555,7 @@ class IntervalStore:
         if view.clean:
             pieces.append(pl.scan_parquet(list(view.clean)).filter(where).select(columns))
         if view.unclean:
-            pieces.append(_dedupe(view.unclean, where).select(columns))
+            pieces.append(dedupe_parts(view.unclean, where).select(columns))
         return pieces
 
     def _hours_of(self, view: _MonthView, where: pl.Expr) -> list[pl.LazyFrame]:
@@ -559,7 +565,7 @@ class IntervalStore:
             files = [self._derived_path("hourly", p) for p in view.clean]
             pieces.append(pl.scan_parquet(files).filter(where).select(INTERVAL_SCHEMA.names()))
         if view.unclean:
-            rows = _dedupe(view.unclean, where).select(INTERVAL_SCHEMA.names())
+            rows = dedupe_parts(view.unclean, where).select(INTERVAL_SCHEMA.names())
             pieces.append(_hourly(rows))
         return pieces
 
@@ -698,7 +704,7 @@ class IntervalStore:
         files = self._parts("intervals", [month])
         if len(files) <= 1:
             return
-        rows = _dedupe(files).drop("_file").collect()
+        rows = dedupe_parts(files).drop("_file").collect()
         tag = f"compact-{time.time_ns():020d}"
         self.write_intervals(rows, tag=tag)
         keep = f"part-{tag}.parquet"

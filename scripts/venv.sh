@@ -6,22 +6,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:-.}
 PYTHON=${PYTHON:-python3}
-if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
-
-apt_install() {
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$@"
-}
+# shellcheck source=scripts/apt.sh
+source scripts/apt.sh
 
 if [ ! -x .venv/bin/python ]; then
   if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -c "import ensurepip" 2>/dev/null; then
-    apt_install python3-venv  # Debian splits venv/ensurepip into python3-venv
+    apt_ensure venv python3-venv  # Debian splits venv/ensurepip into python3-venv
   fi
   "$PYTHON" -m venv .venv
 fi
 headers=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['include'])")
 if ! command -v gcc >/dev/null || [ ! -f "$headers/Python.h" ]; then
-  apt_install gcc libc6-dev python3-dev
+  apt_ensure venv gcc libc6-dev python3-dev
 fi
 stamp=.venv/.pue-agent-installed
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$target" ] \

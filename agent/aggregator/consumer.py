@@ -41,7 +41,7 @@ from agent.energy.engine import CARRY_SCHEMA, MARKS_SCHEMA
 from agent.journal import JournalBatch
 from agent.logs import get_logger
 from agent.plugins import ConsumerContext, DerivedProgress
-from agent.settings import AgentSettings, ConfigError
+from agent.settings import AgentSettings, ConfigError, validation_problems
 from agent.site import Site
 from agent.store import IntervalStore, atomic_write_bytes
 
@@ -330,10 +330,7 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> Aggreg
         parsed = AggregatorOptions.model_validate(options)
         config = parsed.energy_config()
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"sinks.{name}: {problems}") from exc
+        raise ConfigError(f"sinks.{name}: {validation_problems(exc)}") from exc
     except EnergyConfigError as exc:
         raise ConfigError(f"sinks.{name}: {exc}") from exc
     root = settings.resolve(parsed.store_dir) if parsed.store_dir else settings.state_dir / "store"

@@ -32,7 +32,7 @@ from agent.api.sources import (
     evaluate_findings,
     filter_kpis,
     report_path,
-    store_kpis,
+    stored_kpis,
 )
 from agent.logs import get_logger
 from agent.periods import MONTH_RE, PERIOD_RE
@@ -110,7 +110,7 @@ class ApiServer:
     agent: Agent
     #: The service running the agent (``/readyz`` asks it); ``None``: ready once bound.
     service: Readiness | None = None
-    kpi_source: KpiSource = store_kpis
+    kpi_source: KpiSource = stored_kpis
     tokens: TokenTable = field(init=False)
     follower: RealtimeFollower | None = field(default=None, init=False)
     url: str = field(default="", init=False)

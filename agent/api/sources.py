@@ -6,7 +6,7 @@ Each source is one small function, so the HTTP layer knows nothing of storage:
   :class:`agent.realtime.LatestPower`. It keeps its position in memory and
   registers **no** journal cursor: a real-time view must never hold data back
   from pruning.
-* :func:`store_kpis` reads the interval store at :meth:`AgentSettings.store_path`
+* :func:`stored_kpis` reads the interval store at :meth:`AgentSettings.store_path`
   (the same call ``pue-agent rules evaluate`` makes). If the store cannot be read the
   API answers 503 and says so, rather than inventing figures.
 * :func:`evaluate_findings` runs :func:`rules.evaluate_for_site` over the stored KPI
@@ -42,7 +42,7 @@ __all__ = [
     "evaluate_findings",
     "filter_kpis",
     "report_path",
-    "store_kpis",
+    "stored_kpis",
 ]
 
 _log = get_logger("api.sources")
@@ -55,7 +55,7 @@ class SourceUnavailableError(RuntimeError):
     """A data source the endpoint needs is not available (the API answers 503)."""
 
 
-def store_kpis(settings: AgentSettings) -> pl.DataFrame:
+def stored_kpis(settings: AgentSettings) -> pl.DataFrame:
     """The KPI history from the interval store (blocking: call in a thread).
 
     Raises:

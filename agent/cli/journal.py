@@ -8,23 +8,16 @@ from typing import Annotated
 
 import typer
 
-from agent.cli.common import (
-    ConfigOption,
-    JsonOption,
-    StateDirOption,
-    fail,
-    out,
-    settings_or_exit,
-)
+from agent.cli.common import ConfigOption, JsonOption, StateDirOption, fail, out, settings_or_exit
 from agent.journal import Journal
 
-__all__ = ["journal_app", "stats", "verify"]
+__all__ = ["journal_app", "stats", "verify_chain"]
 
 journal_app = typer.Typer(help="Inspect and verify the hash-chained journal.", no_args_is_help=True)
 
 
 @journal_app.command("verify")
-def verify(
+def verify_chain(
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
     path: Annotated[Path | None, typer.Option(help="Journal file (overrides settings).")] = None,

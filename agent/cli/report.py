@@ -11,7 +11,7 @@ from agent.cli.common import ConfigOption, StateDirOption, fail, out, settings_o
 from agent.report.run import ReportError, run_report
 from agent.report.verify import Check, verify_bundle
 
-__all__ = ["report", "verify"]
+__all__ = ["report", "verify_report"]
 
 
 def report(
@@ -59,7 +59,7 @@ def report(
     out.print(f"signed by key {fingerprint}", highlight=False, markup=False)
 
 
-def verify(
+def verify_report(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory or .zip.")],
     pubkey: Annotated[
         str | None,

@@ -33,7 +33,7 @@ from agent.settings import DEFAULT_POLICIES_DIR, AgentSettings
 from agent.store import IntervalStore
 from rules import POLICIES_DIR_ENV, LoadedPacks, Pack, Rule, evaluate_for_site, load_packs
 
-__all__ = ["evaluate", "list_packs", "rules_app"]
+__all__ = ["evaluate_period", "list_packs", "rules_app"]
 
 rules_app = typer.Typer(
     help="Policy packs: list them, evaluate them against the site's KPIs.",
@@ -72,7 +72,7 @@ def _condition(rule: Rule) -> str:
     return text
 
 
-def _benefit(rule: Rule) -> str:
+def _benefit_text(rule: Rule) -> str:
     benefit = rule.benefit
     if benefit is None:
         return ""
@@ -120,7 +120,7 @@ def list_packs(
                 table.add_column(column, overflow="fold")
             for rule in pack.rules:
                 short = rule.id.removeprefix(f"{pack.id}-")
-                table.add_row(short, rule.clause_ref, _condition(rule), _benefit(rule))
+                table.add_row(short, rule.clause_ref, _condition(rule), _benefit_text(rule))
             out.print(table)
     if loaded.errors:
         raise typer.Exit(1)
@@ -152,7 +152,7 @@ _STYLE = {
 
 
 @rules_app.command("evaluate")
-def evaluate(
+def evaluate_period(
     period: Annotated[str, typer.Option("--period", help="Month to evaluate, YYYY-MM.")],
     config: ConfigOption = None,
     state_dir: StateDirOption = None,

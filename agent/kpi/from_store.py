@@ -91,36 +91,25 @@ def store_kpis(
         Rows in :data:`KPI_SCHEMA`, in ``compute_kpis`` order.
     """
     wanted = list(dict.fromkeys(kinds))
-    coarse = [k for k in wanted if k is not PeriodKind.INTERVAL]
+    coarse: list[PeriodKind] = [k for k in wanted if k is not PeriodKind.INTERVAL]
     m_start, m_end = month_bounds(month, site.timezone)
-    frames = []
+    # (rows, kinds) per pass: the interval kind sums every meter per base interval, the
+    # one kind that reads all rows; the others read the coarsest rows that keep them exact.
+    passes: list[tuple[pl.LazyFrame, list[PeriodKind]]] = []
     if coarse:
         month_part = month_rows(store, site, month)
         if PeriodKind.TTM in coarse:
             before = earlier if earlier is not None else earlier_rows(store, site, month)
             month_part = pl.concat([before, month_part], how="vertical_relaxed")
-        frames.append(
-            compute_kpis(
-                month_part,
-                site,
-                green,
-                month=month,
-                coverage_threshold=coverage_threshold,
-                kinds=coarse,
-            )
-        )
+        passes.append((month_part, coarse))
     if PeriodKind.INTERVAL in wanted:
-        # Interval PUE sums every meter per interval: the one kind that reads all rows.
-        frames.append(
-            compute_kpis(
-                store.scan_intervals(m_start, m_end),
-                site,
-                green,
-                month=month,
-                coverage_threshold=coverage_threshold,
-                kinds=[PeriodKind.INTERVAL],
-            )
+        passes.append((store.scan_intervals(m_start, m_end), [PeriodKind.INTERVAL]))
+    frames = [
+        compute_kpis(
+            rows, site, green, month=month, coverage_threshold=coverage_threshold, kinds=kinds
         )
+        for rows, kinds in passes
+    ]
     if not frames:
         return pl.DataFrame(schema=KPI_SCHEMA)
     return sort_kpis(pl.concat(frames, how="vertical"))

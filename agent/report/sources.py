@@ -23,7 +23,7 @@ from agent.energy import EnergyConfig, interval_energy
 from agent.periods import utc_months
 from agent.schemas import INTERVAL_SCHEMA
 from agent.site import Site
-from agent.store import IntervalStore
+from agent.store import IntervalStore, dedupe_parts
 
 __all__ = [
     "batch_hashes",
@@ -127,10 +127,7 @@ def month_intervals(store_root: Path, start: datetime, end: datetime) -> Iterato
                 )
                 target = spool / f"{len(pieces):06d}.parquet"
                 (
-                    pl.scan_parquet(cluster, include_file_paths="_file")
-                    .filter(window)
-                    .sort("_file", maintain_order=True)
-                    .unique(["meter", "interval_start"], keep="last", maintain_order=True)
+                    dedupe_parts(cluster, window)
                     .select(names)
                     .sort("meter", "interval_start")
                     .sink_parquet(target, compression="lz4")

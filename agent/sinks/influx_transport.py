@@ -26,7 +26,14 @@ from typing import Any, Protocol
 import httpx
 from pydantic import SecretStr
 
-__all__ = ["Transport", "V1Transport", "V2Transport", "WriteOutcome", "parse_retry_after"]
+__all__ = [
+    "HttpOptions",
+    "Transport",
+    "V1Transport",
+    "V2Transport",
+    "WriteOutcome",
+    "parse_retry_after",
+]
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,17 @@ def _ssl_context(ca_file: Path | None, verify: bool) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=str(ca_file))
 
 
+@dataclass(frozen=True)
+class HttpOptions:
+    """What both API versions' HTTP clients are configured with."""
+
+    gzip: bool = True
+    ca_file: Path | None = None
+    verify_tls: bool = True
+    timeout_s: float = 30.0
+    max_connections: int = 4
+
+
 class V1Transport:
     """InfluxDB 1.x ``/write``."""
 
@@ -100,18 +118,15 @@ class V1Transport:
         retention_policy: str | None = None,
         username: str | None = None,
         password: SecretStr | None = None,
-        gzip: bool = True,
-        ca_file: Path | None = None,
-        verify_tls: bool = True,
-        timeout_s: float = 30.0,
-        max_connections: int = 4,
+        http: HttpOptions | None = None,
     ) -> None:
         """Prepare a connection pool (nothing is contacted yet)."""
+        http = http or HttpOptions()
         self.url = url.rstrip("/")
         self.params = {"db": database, "precision": "u"}
         if retention_policy:
             self.params["rp"] = retention_policy
-        self.gzip = gzip
+        self.gzip = http.gzip
         auth = (
             httpx.BasicAuth(username, password.get_secret_value())
             if username is not None and password is not None
@@ -120,10 +135,11 @@ class V1Transport:
         self._client = httpx.AsyncClient(
             base_url=self.url,
             auth=auth,
-            verify=_ssl_context(ca_file, verify_tls),
-            timeout=httpx.Timeout(timeout_s),
+            verify=_ssl_context(http.ca_file, http.verify_tls),
+            timeout=httpx.Timeout(http.timeout_s),
             limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+                max_connections=http.max_connections,
+                max_keepalive_connections=http.max_connections,
             ),
             headers={"Content-Type": "text/plain; charset=utf-8"},
         )
@@ -179,11 +195,7 @@ class V2Transport:
         org: str,
         bucket: str,
         token: SecretStr,
-        gzip: bool = True,
-        ca_file: Path | None = None,
-        verify_tls: bool = True,
-        timeout_s: float = 30.0,
-        max_connections: int = 4,
+        http: HttpOptions | None = None,
     ) -> None:
         """Create the client (nothing is contacted yet)."""
         from influxdb_client.client.influxdb_client import (  # noqa: PLC0415 - only when configured
@@ -191,17 +203,18 @@ class V2Transport:
         )
         from influxdb_client.client.write_api import SYNCHRONOUS  # noqa: PLC0415
 
+        http = http or HttpOptions()
         self.url = url.rstrip("/")
         self.org, self.bucket = org, bucket
         self._client = InfluxDBClient(
             url=self.url,
             token=token.get_secret_value(),
             org=org,
-            enable_gzip=gzip,
-            timeout=int(timeout_s * 1000),
-            ssl_ca_cert=str(ca_file) if ca_file is not None else None,
-            verify_ssl=verify_tls,
-            connection_pool_maxsize=max_connections,
+            enable_gzip=http.gzip,
+            timeout=int(http.timeout_s * 1000),
+            ssl_ca_cert=str(http.ca_file) if http.ca_file is not None else None,
+            verify_ssl=http.verify_tls,
+            connection_pool_maxsize=http.max_connections,
         )
         self._api = self._client.write_api(write_options=SYNCHRONOUS)
 

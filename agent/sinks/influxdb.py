@@ -52,7 +52,7 @@ from agent.journal import JournalBatch
 from agent.logs import get_logger
 from agent.plugins import ConsumerContext
 from agent.readings import QUANTITIES
-from agent.settings import AgentSettings, ConfigError, read_secret
+from agent.settings import AgentSettings, ConfigError, read_secret, validation_problems
 from agent.sinks.health import (
     SINK_BYTES,
     SINK_FAILURES,
@@ -62,7 +62,13 @@ from agent.sinks.health import (
     redact,
 )
 from agent.sinks.influx_schema import FrameKind, SiteTags, serialise
-from agent.sinks.influx_transport import Transport, V1Transport, V2Transport, WriteOutcome
+from agent.sinks.influx_transport import (
+    HttpOptions,
+    Transport,
+    V1Transport,
+    V2Transport,
+    WriteOutcome,
+)
 from agent.sinks.lineprotocol import encode_lines, escape_key, escape_measurement
 from agent.sinks.quarantine import Quarantine
 from agent.site import Site
@@ -635,15 +641,17 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> Influx
     try:
         parsed = InfluxOptions.model_validate(options)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: "
-            f"{str(e['msg']).removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        raise ConfigError(f"sinks.{name}: {problems}") from exc
+        raise ConfigError(f"sinks.{name}: {validation_problems(exc)}") from exc
     ca_file = settings.resolve(parsed.ca_file) if parsed.ca_file is not None else None
     secrets: list[str] = []
     transport: Transport
+    http = HttpOptions(
+        gzip=parsed.gzip,
+        ca_file=ca_file,
+        verify_tls=parsed.verify_tls,
+        timeout_s=parsed.timeout_s,
+        max_connections=parsed.max_in_flight,
+    )
     if parsed.api == "v2":
         assert parsed.token_secret and parsed.org and parsed.bucket  # checked by the model
         token = read_secret(parsed.token_secret, settings)
@@ -653,11 +661,7 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> Influx
             org=parsed.org,
             bucket=parsed.bucket,
             token=token,
-            gzip=parsed.gzip,
-            ca_file=ca_file,
-            verify_tls=parsed.verify_tls,
-            timeout_s=parsed.timeout_s,
-            max_connections=parsed.max_in_flight,
+            http=http,
         )
     else:
         assert parsed.database is not None
@@ -672,11 +676,7 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> Influx
             retention_policy=parsed.retention_policy,
             username=username,
             password=password,
-            gzip=parsed.gzip,
-            ca_file=ca_file,
-            verify_tls=parsed.verify_tls,
-            timeout_s=parsed.timeout_s,
-            max_connections=parsed.max_in_flight,
+            http=http,
         )
     return InfluxSink(
         name=name,

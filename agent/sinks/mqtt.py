@@ -42,7 +42,7 @@ from agent.aggregator.feed import DerivedFeed
 from agent.logs import get_logger
 from agent.plugins import ConsumerContext
 from agent.realtime import LatestPower
-from agent.settings import AgentSettings, ConfigError, read_secret
+from agent.settings import AgentSettings, ConfigError, read_secret, validation_problems
 from agent.sinks.health import SINK_FAILURES, SINK_POINTS, SinkHealth
 from agent.site import Site
 
@@ -372,10 +372,7 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> MqttSi
     try:
         parsed = MqttSinkOptions.model_validate(options)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"sinks.{name}: {problems}") from exc
+        raise ConfigError(f"sinks.{name}: {validation_problems(exc)}") from exc
     updates = {
         key: settings.resolve(getattr(parsed, key))
         for key in ("ca_file", "client_cert_file", "client_key_file")

@@ -22,8 +22,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agent.readings import QUANTITIES
-from agent.settings import ConfigError
+from agent.readings import Quantity
+from agent.settings import ConfigError, validation_problems
 
 __all__ = [
     "BUILTIN_MAPPINGS_DIR",
@@ -96,16 +96,9 @@ class FieldMap(BaseModel):
     path: str | None = Field(None, description="JSON path (json format), e.g. aenergy.total.")
     metric: str | None = Field(None, description="Sparkplug B metric name (sparkplug_b format).")
     point: str = Field(description="Point name template, e.g. '{component}.power'.")
-    quantity: str = Field(description="Quantity from agent.readings.QUANTITIES (unit in name).")
+    quantity: Quantity = Field(description="A name from agent.readings.QUANTITIES (unit in name).")
     scale: float = Field(1.0, description="Multiplier to the quantity's unit (Wh -> kWh: 0.001).")
     optional: bool = Field(False, description="Absent or null is fine (else the message is bad).")
-
-    @field_validator("quantity")
-    @classmethod
-    def _known_quantity(cls, value: str) -> str:
-        if value not in QUANTITIES:
-            raise ValueError(f"unknown quantity {value!r} (known: {', '.join(QUANTITIES)})")
-        return value
 
     @field_validator("path")
     @classmethod
@@ -212,11 +205,7 @@ def load_mapping(ref: str | Path) -> Mapping:
     try:
         return Mapping.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise ConfigError(f"mapping {path}: {problems}") from exc
+        raise ConfigError(f"mapping {path}: {validation_problems(exc)}") from exc
 
 
 @dataclass(frozen=True, slots=True)

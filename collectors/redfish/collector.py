@@ -12,7 +12,7 @@ from pydantic import SecretStr, ValidationError
 
 from agent.logs import get_logger
 from agent.plugins import CollectorContext
-from agent.settings import AgentSettings, ConfigError, read_secret
+from agent.settings import AgentSettings, ConfigError, read_secret, validation_problems
 from collectors.redfish.client import ClientConfig, RedfishClient
 from collectors.redfish.options import DeviceOptions, RedfishOptions
 from collectors.redfish.poller import DevicePoller
@@ -129,11 +129,7 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> Redfis
     try:
         parsed = RedfishOptions.model_validate(options)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"collectors.{name}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise ConfigError(problems) from exc
+        raise ConfigError(validation_problems(exc, f"collectors.{name}.")) from exc
     resolved = parsed.model_copy(
         update={
             "devices": [

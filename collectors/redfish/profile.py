@@ -8,9 +8,9 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from agent.readings import QUANTITIES
+from agent.readings import Quantity
 
 __all__ = [
     "DEFAULT_PROFILE_PATH",
@@ -39,18 +39,11 @@ class PropertyRule(_Model):
 
     property: str
     point: str
-    quantity: str
+    quantity: Quantity
     #: Multiply the raw value by this to get the quantity's unit (J -> kWh, ...).
     unit_scale: float = 1.0
     #: For per-PSU rules: the chassis total this property is summed into (``power``/``energy``).
     total: Literal["power", "energy"] | None = None
-
-    @field_validator("quantity")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in QUANTITIES:
-            raise ValueError(f"unknown quantity {value!r}")
-        return value
 
     def path(self) -> tuple[str, ...]:
         """The property path; a plain excerpt object is read through its ``Reading``."""
@@ -89,7 +82,7 @@ class PowerRules(_Model):
 class ReadingTypeRule(_Model):
     """A sensor ``ReadingType`` and the quantity it maps to."""
 
-    quantity: str
+    quantity: Quantity
     unit_scale: float = 1.0
 
 

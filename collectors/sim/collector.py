@@ -12,7 +12,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.plugins import CollectorContext
-from agent.settings import AgentSettings, ConfigError
+from agent.settings import AgentSettings, ConfigError, validation_problems
 from collectors.sim.simulator import SiteSimulator
 
 __all__ = ["SimCollector", "SimOptions", "build"]
@@ -99,8 +99,5 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> SimCol
     try:
         parsed = SimOptions.model_validate(options)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"collectors.{name}: {problems}") from exc
+        raise ConfigError(f"collectors.{name}: {validation_problems(exc)}") from exc
     return SimCollector(name=name, options=parsed)

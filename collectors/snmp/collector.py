@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from agent import metrics
 from agent.logs import get_logger
 from agent.plugins import CollectorContext
-from agent.settings import AgentSettings, ConfigError, read_secret
+from agent.settings import AgentSettings, ConfigError, read_secret, validation_problems
 from collectors.snmp.client import (
     AuthProtocol,
     PrivProtocol,
@@ -491,11 +491,7 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> SnmpCo
     try:
         parsed = SnmpOptions.model_validate(options)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"collectors.{name}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise ConfigError(problems) from None
+        raise ConfigError(validation_problems(exc, f"collectors.{name}.")) from None
     extra = [settings.resolve(parsed.profiles_dir)] if parsed.profiles_dir else []
     try:
         profiles = load_profiles(extra)

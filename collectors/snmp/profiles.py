@@ -19,7 +19,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agent.readings import QUANTITIES
+from agent.readings import Quantity
+from agent.settings import validation_problems
 from collectors.snmp.ber import parse_oid
 
 __all__ = [
@@ -108,7 +109,7 @@ class Metric(BaseModel):
     column: Oid | None = None
     #: Point name; ``{label}`` placeholders come from ``index`` and ``labels``.
     point: str
-    quantity: str
+    quantity: Quantity
     #: Reading = raw x scale + offset (raw in MIB units; scale to the quantity's unit).
     scale: float = 1.0
     offset: float = 0.0
@@ -139,13 +140,6 @@ class Metric(BaseModel):
     @classmethod
     def _labels(cls, values: dict[str, str]) -> dict[str, str]:
         return {k: _check_oid(v) for k, v in values.items()}
-
-    @field_validator("quantity")
-    @classmethod
-    def _quantity(cls, value: str) -> str:
-        if value not in QUANTITIES:
-            raise ValueError(f"unknown quantity {value!r} (known: {', '.join(QUANTITIES)})")
-        return value
 
     @model_validator(mode="after")
     def _shape(self) -> Metric:
@@ -243,11 +237,7 @@ def _load_file(path: Path) -> Profile:
     try:
         profile = Profile.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise ProfileError(f"{path}: {problems}") from exc
+        raise ProfileError(f"{path}: {validation_problems(exc)}") from exc
     if profile.name != path.stem:
         raise ProfileError(f"{path}: name {profile.name!r} must equal the file name")
     return profile

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from agent import keys
 from agent.aggregator import Aggregator, locate_store
-from agent.api.sources import evaluate_findings, store_kpis
+from agent.api.sources import evaluate_findings, stored_kpis
 from agent.cli import app
 from agent.plugins import build_consumer
 from agent.report.run import run_report
@@ -29,39 +29,17 @@ from agent.schemas import INTERVAL_SCHEMA
 from agent.settings import AgentSettings, load_settings
 from agent.site import Site, load_site_for
 from agent.store import IntervalStore
+from tests.rules.helpers import SITE_TOML
 
 MONTH = "2026-10"
-SITE_TOML = """
-[site]
-id = "dc-sx"
-name = "Shanxi test site"
-pue_category = {category}
-timezone = "Asia/Shanghai"
-
-[[site.meters]]
-id = "grid"
-device = "meter-1"
-energy_point = "energy"
-role = "grid_import"
-
-[[site.meters]]
-id = "it"
-device = "pdu-1"
-energy_point = "energy"
-role = "it"
-metering_point = "pdu_output"
-
-[site.facts]
-racks = 1200
-project_type = "new"
-province = "Shanxi"
-"""
 
 
 def _write(tmp_path: Path, category: int) -> Path:
     """agent.toml (store outside the state directory) and site.toml; returns agent.toml."""
     (tmp_path / "conf").mkdir(exist_ok=True)
-    (tmp_path / "conf" / "site.toml").write_text(SITE_TOML.format(category=category))
+    site_toml = SITE_TOML.replace("pue_category = 2", f"pue_category = {category}")
+    assert f"pue_category = {category}" in site_toml
+    (tmp_path / "conf" / "site.toml").write_text(site_toml)
     config = tmp_path / "conf" / "agent.toml"
     config.write_text(
         f'state_dir = "{tmp_path / "state"}"\n'
@@ -95,7 +73,7 @@ def _fill(settings: AgentSettings) -> None:
                 "method": "register",
             }
         )
-        for meter, energy_kwh in (("grid", 1.15), ("it", 1.0))
+        for meter, energy_kwh in (("grid-1", 1.15), ("pdu-1", 1.0))
     ).cast(INTERVAL_SCHEMA)
     IntervalStore(settings.store_path()).write_intervals(frame, tag="000000000001")
 
@@ -140,7 +118,7 @@ def _everything(tmp_path: Path, category: int) -> dict[str, Any]:
     kpi = _invoke("kpi", "--period", MONTH, "--json", "--config", str(config))
     rules = _invoke("rules", "evaluate", "--period", MONTH, "--json", "--config", str(config))
     live = _live_findings(settings, site)
-    api_kpis = store_kpis(settings)
+    api_kpis = stored_kpis(settings)
     api_findings = evaluate_findings(api_kpis, site, MONTH, settings.policies_path())
     bundle, _ = run_report(
         settings, MONTH, langs=("en",), out_dir=tmp_path / f"reports-{category}", csv=False

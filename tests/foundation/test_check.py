@@ -148,3 +148,15 @@ def test_unknown_collector_kind_and_bad_option(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "collector kind 'modbus' is unknown" in result.stderr
     assert "collectors.s: pdus" in result.stderr
+
+
+def test_check_names_the_aggregators_old_kind(tmp_path: Path) -> None:
+    # `local_store` (the aggregator's kind when it was a sink) still works; check says so.
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path / "state"}"\n[[sinks]]\nkind = "local_store"\nname = "store"\n'
+    )
+    result = run_check(config)
+    assert result.returncode == 0, result.stderr
+    assert "sink store: interval energy every 60 s" in result.stdout
+    assert "'local_store' is the aggregator's old name" in result.stdout

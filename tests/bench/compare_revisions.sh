@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs one benchmark module on an earlier revision and on the working tree, one after the
+# other in this script, so a refactor's cost shows as a ratio on the same machine.
+# Usage: bash tests/bench/compare_revisions.sh REV MODULE [ARGS...]
+#   e.g. bash tests/bench/compare_revisions.sh 703d82e bench_kpi --pdus 500
+# The earlier revision is checked out in a temporary worktree and run with this tree's
+# virtual environment and C kernel (the kernel source must be the same in both).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rev=$1 module=$2
+shift 2
+old=$(mktemp -d)
+trap 'git worktree remove --force "$old" >/dev/null 2>&1 || rm -rf "$old"' EXIT
+git worktree add --detach -q "$old" "$rev"
+if ! cmp -s agent/energy/_kernel.c "$old/agent/energy/_kernel.c"; then
+  echo "the C kernel differs between $rev and the working tree: compare with a rebuilt venv" >&2
+  exit 2
+fi
+cp agent/energy/_kernel*.so "$old/agent/energy/"
+echo "== $module at $rev"
+(cd "$old" && PYTHONPATH="$old" "$OLDPWD/.venv/bin/python" -m "tests.bench.$module" "$@")
+echo "== $module in the working tree ($(git rev-parse --short HEAD)+changes)"
+.venv/bin/python -m "tests.bench.$module" "$@"
