@@ -270,6 +270,8 @@ async def run_demo(
     final.add_column("value", justify="right")
     for label, value in _stored_figures(settings.store_path(), site).items():
         final.add_row(label, value)
+    # Without a terminal the live view's last frame ends without a newline.
+    console.print()
     console.print(final)
     return settings, committed
 

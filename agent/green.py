@@ -26,7 +26,14 @@ from agent.kpi.compute import GREEN_SCHEMA
 from agent.periods import PeriodError, parse_month
 from agent.store import atomic_write_bytes
 
-__all__ = ["GREEN_KINDS", "KWH_PER_CERTIFICATE", "GreenEntry", "GreenLedger", "GreenLedgerError"]
+__all__ = [
+    "GREEN_KINDS",
+    "KWH_PER_CERTIFICATE",
+    "GreenEntry",
+    "GreenLedger",
+    "GreenLedgerError",
+    "load_green_file",
+]
 
 GreenKind = Literal["certificate", "contract"]
 GREEN_KINDS: tuple[GreenKind, ...] = ("certificate", "contract")
@@ -177,13 +184,98 @@ class GreenLedger:
 
     def frame(self) -> pl.DataFrame:
         """Active entries as the KPI engine reads them (:data:`agent.kpi.GREEN_SCHEMA`)."""
-        active = self.entries()
-        return pl.DataFrame(
-            {
-                "month": [e.period for e in active],
-                "kind": [e.kind for e in active],
-                "energy_kwh": [e.mwh * KWH_PER_CERTIFICATE for e in active],
-                "reference": [e.ref for e in active],
-            },
-            schema=GREEN_SCHEMA,
-        )
+        return _entries_frame(self.entries())
+
+
+def _entries_frame(active: list[GreenEntry]) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "month": [e.period for e in active],
+            "kind": [e.kind for e in active],
+            "energy_kwh": [e.mwh * KWH_PER_CERTIFICATE for e in active],
+            "reference": [e.ref for e in active],
+        },
+        schema=GREEN_SCHEMA,
+    )
+
+
+#: Columns of each green file format ``load_green_file`` reads.
+_ENTRY_KEYS = ("period", "kind", "mwh", "ref")
+_FRAME_KEYS = tuple(GREEN_SCHEMA.names())
+_FORMATS = (
+    'expected the ledger that `pue-agent green` keeps ({"version": 1, "entries": [...]}), '
+    f"the output of `pue-agent green list --json` (a list of {{{', '.join(_ENTRY_KEYS)}, ...}}) "
+    f"or a list of {{{', '.join(_FRAME_KEYS)}}}"
+)
+
+
+def load_green_file(path: Path) -> pl.DataFrame:
+    """A green file as the KPI engine reads it (:data:`agent.kpi.GREEN_SCHEMA`).
+
+    Accepts the ledger file (``state_dir/green/ledger.json``), the output of
+    ``pue-agent green list --json`` (removed entries, from ``--all``, do not count) and a
+    list of KPI-engine rows (``month, kind, energy_kwh, reference``).
+
+    Raises:
+        GreenLedgerError: the file cannot be read or is none of those formats (the
+            message names the expected columns).
+    """
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GreenLedgerError(f"{path}: cannot read green file ({exc}); {_FORMATS}") from None
+    items = raw.get("entries") if isinstance(raw, dict) else raw
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise GreenLedgerError(f"{path}: unknown green file format; {_FORMATS}")
+    if not items:
+        return pl.DataFrame(schema=GREEN_SCHEMA)
+    if all(set(_ENTRY_KEYS) <= item.keys() for item in items):
+        try:
+            # A hand-written list needs only the four columns.
+            filled = (
+                {"id": f"#{i + 1}", "added_by": "", "added_at": "", **item}
+                for i, item in enumerate(items)
+            )
+            entries = [GreenEntry(**item) for item in filled]
+        except TypeError as exc:
+            raise GreenLedgerError(
+                f"{path}: unknown green file format ({exc}); {_FORMATS}"
+            ) from None
+        bad = _bad_entry(entries)
+        if bad:
+            raise GreenLedgerError(f"{path}: {bad}")
+        return _entries_frame([e for e in entries if e.active])
+    if all(set(_FRAME_KEYS) <= item.keys() for item in items):
+        try:
+            frame = pl.DataFrame(
+                [{k: item[k] for k in _FRAME_KEYS} for item in items], schema=GREEN_SCHEMA
+            )
+        except (TypeError, ValueError, pl.exceptions.PolarsError) as exc:
+            raise GreenLedgerError(f"{path}: bad green rows ({exc}); {_FORMATS}") from None
+        bad_months = [m for m in frame["month"].to_list() if not _is_month(m)]
+        if bad_months or frame["energy_kwh"].null_count():
+            raise GreenLedgerError(f"{path}: bad month or energy_kwh in green rows; {_FORMATS}")
+        return frame
+    missing = sorted(set(_ENTRY_KEYS) - set().union(*(item.keys() for item in items)))
+    raise GreenLedgerError(
+        f"{path}: unknown green file format (missing {', '.join(missing)}); {_FORMATS}"
+    )
+
+
+def _is_month(value: object) -> bool:
+    try:
+        parse_month(str(value))
+    except PeriodError:
+        return False
+    return True
+
+
+def _bad_entry(entries: list[GreenEntry]) -> str | None:
+    for e in entries:
+        if not _is_month(e.period):
+            return f"entry {e.id}: period {e.period!r} is not YYYY-MM"
+        if e.kind not in GREEN_KINDS:
+            return f"entry {e.id}: kind {e.kind!r} is not one of {', '.join(GREEN_KINDS)}"
+        if not isinstance(e.mwh, (int, float)) or not (e.mwh > 0 and math.isfinite(e.mwh)):
+            return f"entry {e.id}: mwh {e.mwh!r} is not a positive number"
+    return None

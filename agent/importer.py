@@ -9,7 +9,9 @@ journal batch with source ``import:sha256=<hex of the file>`` and quality
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,12 +45,58 @@ class ImportResult:
     last_ts: datetime
 
 
+def _check_csv_text(path: Path, data: bytes) -> None:
+    """Refuse a CSV that is not UTF-8 or not one record per line, naming the line.
+
+    Polars' own errors quote the file (an unbalanced quote printed 1,218 lines of it) and
+    give no line number; this pass finds the first problem with Python's ``csv`` module,
+    which counts lines, and the message carries the line number only, never content.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ImportFileError(
+            f"{path}: line {line}: not UTF-8 (byte offset {exc.start}); nothing imported"
+        ) from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    width: int | None = None
+    first = 1
+    try:
+        for record in reader:
+            last = reader.line_num
+            if last != first:
+                raise ImportFileError(
+                    f"{path}: line {first}: a quoted field is not closed on its line (the "
+                    f"record runs to line {last}); nothing imported"
+                )
+            if record:
+                if width is None:
+                    width = len(record)
+                elif len(record) != width:
+                    raise ImportFileError(
+                        f"{path}: line {first}: {len(record)} fields, the header has {width}; "
+                        "nothing imported"
+                    )
+            first = last + 1
+    except csv.Error as exc:
+        # csv's messages describe the fault ("unexpected end of data"), never the data.
+        raise ImportFileError(f"{path}: line {first}: bad CSV ({exc}); nothing imported") from None
+
+
 def _read(path: Path) -> tuple[pl.DataFrame, int]:
     """The file as all-string columns, and the line number of its first data row."""
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            return pl.read_csv(path, infer_schema=False), 2
+            _check_csv_text(path, path.read_bytes())
+            try:
+                return pl.read_csv(path, infer_schema=False), 2
+            except pl.exceptions.PolarsError as exc:
+                # Polars quotes the offending rows: name the error type only.
+                raise ImportFileError(
+                    f"{path}: cannot read as CSV ({type(exc).__name__}); nothing imported"
+                ) from None
         if suffix in (".parquet", ".pq"):
             frame = pl.read_parquet(path)
             ts = frame.schema.get("ts")
@@ -105,6 +153,8 @@ def load_import_file(path: Path) -> tuple[pl.DataFrame, str]:
         (pl.col("point").str.strip_chars().fill_null("") == "", "point is empty"),
         (~pl.col("quantity").fill_null("").is_in(list(QUANTITIES)), "quantity is unknown"),
         (pl.col("_value").is_null(), "value is not a number"),
+        # nan, inf, -inf, 1e309 (which parses as inf): MQTT rejects them too.
+        (~pl.col("_value").is_finite(), "value is not finite"),
     ]
     bad = checked.select(
         "line",

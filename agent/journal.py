@@ -34,6 +34,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.ipc as pa_ipc
 
+from agent import metrics
+
 __all__ = [
     "GAP_SCHEMA",
     "AppendResult",
@@ -383,12 +385,30 @@ class Journal:
         return {str(name): int(seq) for name, seq in rows}
 
     def advance_cursor(self, name: str, seq: int) -> None:
-        """Record that consumer ``name`` has durably handled every batch up to ``seq``."""
+        """Record that consumer ``name`` has durably handled every batch up to ``seq``.
+
+        A full disk (or EIO) does not raise: the storage alarm is raised and the cursor
+        stays where it was until a later advance succeeds (``MAX`` catches up). A cursor
+        behind only means re-reading some batches after a restart, which every consumer
+        handles; an exception here would stop the consumer, and with it the agent.
+
+        Raises:
+            JournalError: for any other database error.
+        """
+        alarm = f"cursor:{name}"
         with self._lock:
-            self._db.execute(
-                "UPDATE cursors SET seq = MAX(seq, ?), updated_us = ? WHERE name = ?",
-                (seq, time.time_ns() // 1000, name),
-            )
+            try:
+                self._db.execute(
+                    "UPDATE cursors SET seq = MAX(seq, ?), updated_us = ? WHERE name = ?",
+                    (seq, time.time_ns() // 1000, name),
+                )
+            except sqlite3.Error as exc:
+                reason = metrics.storage_error(exc)
+                if reason is None:
+                    raise JournalError(f"cannot advance cursor {name!r}: {exc}") from exc
+                metrics.raise_alarm("storage", alarm, reason)
+                return
+        metrics.clear_alarm("storage", alarm)
 
     def lag(self) -> dict[str, int]:
         """Batches each consumer is behind the head."""

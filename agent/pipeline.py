@@ -31,12 +31,16 @@ from agent.plugins import (
     build_consumer,
 )
 from agent.readings import ReadingBatchError, validate_batch
-from agent.settings import AGGREGATOR_KINDS, AgentSettings, ConfigError
+from agent.settings import AGGREGATOR_KINDS, AgentSettings, ConfigError, collector_name_problems
 from agent.site import Site, load_site_for
 
 __all__ = ["Agent", "RunHooks", "build_agent"]
 
 _log = get_logger("pipeline")
+
+#: Retry delays of a journal commit that hit a full disk: first, then doubling to the cap.
+_STORAGE_RETRY_FIRST_S = 0.2
+_STORAGE_RETRY_MAX_S = 2.0
 
 
 @dataclass
@@ -250,28 +254,47 @@ class Agent:
                 await self._commit([nxt])
 
     async def _commit(self, group: list[_Pending]) -> None:
-        with metrics.JOURNAL_APPEND_SECONDS.time():
+        delay_s = _STORAGE_RETRY_FIRST_S
+        while True:
             try:
-                results: list[AppendResult | None] = list(
-                    await asyncio.to_thread(
-                        self.journal.append_many, [(p.batch, p.source) for p in group]
+                with metrics.JOURNAL_APPEND_SECONDS.time():
+                    results: list[AppendResult | None] = list(
+                        await asyncio.to_thread(
+                            self.journal.append_many, [(p.batch, p.source) for p in group]
+                        )
                     )
-                )
+                break
             except JournalFullError as exc:
                 results = [None] * len(group)
                 await self._record_gaps(group, str(exc))
+                break
             except JournalError as exc:
-                # Disk full or I/O error: nothing of the group is stored; the collectors
-                # hear it (their await raises) and keep their data where they can (QoS 1).
+                reason = metrics.storage_error(exc)
+                if reason is not None and not self._stopping.is_set():
+                    # Disk full (or EIO/EMFILE): hold the group and retry; the bounded queue
+                    # fills and collectors wait in emit, so collection pauses and nothing
+                    # is acknowledged that is not durable. Resumes when space returns.
+                    metrics.raise_alarm("storage", "journal", reason)
+                    await asyncio.sleep(delay_s)
+                    delay_s = min(delay_s * 2, _STORAGE_RETRY_MAX_S)
+                    continue
+                # Stopping, or not a storage fault: nothing of the group is stored; the
+                # collectors hear it (their await raises) and keep their data where they
+                # can (QoS 1: the broker redelivers).
                 _log.error("journal write failed", error=str(exc))
                 for pending in group:
                     if not pending.done.done():
                         pending.done.set_exception(exc)
                 return
+        metrics.clear_alarm("storage", "journal")
         for pending, result in zip(group, results, strict=True):
             if result is not None:
                 self.committed_readings += result.n_rows
                 metrics.JOURNAL_READINGS.inc(result.n_rows)
+                # A device whose readings are durable had a good poll (any protocol).
+                metrics.record_good_poll(
+                    pending.source, pending.batch.get_column("device").unique().to_list()
+                )
                 if self._ack is not None:
                     self._ack.write(
                         f"{result.seq} {result.hash} {result.n_rows} {time.time():.6f}\n"
@@ -317,9 +340,9 @@ def build_agent(settings: AgentSettings) -> Agent:
         for i, entry in enumerate(settings.collectors)
         if entry.enabled
     ]
-    names = [c.name for c in collectors]
-    if len(set(names)) != len(names):
-        raise ConfigError("collectors: two collectors share a name")
+    duplicates = collector_name_problems(settings)
+    if duplicates:
+        raise ConfigError("; ".join(duplicates))
     consumers = [
         build_consumer(entry.kind, entry.name or entry.kind, entry.options(), settings)
         for entry in settings.sinks

@@ -17,6 +17,7 @@ __all__ = [
     "INTERVAL_SCHEMA",
     "INTERVAL_STORE_SCHEMA",
     "KPI_SCHEMA",
+    "SILENCE_SCHEMA",
     "IntervalFlag",
     "KpiStatus",
     "PeriodKind",
@@ -78,6 +79,20 @@ INTERVAL_SCHEMA = pl.Schema(
 #: (or register steps) were rejected as implausible in the interval. ``INTERVAL_SCHEMA``
 #: itself is a shared contract and stays as it is; readers select its columns.
 INTERVAL_STORE_SCHEMA = pl.Schema({**INTERVAL_SCHEMA, "rejected_readings": pl.UInt32()})
+
+#: Silent periods: a meter with no reading for at least the aggregator's ``silence_s``
+#: (default 15 minutes) and longer than 1.5 x its usual spacing (``agent.energy.silence``).
+#: ``start``/``end`` are the readings around the silence; ``period`` is the site-local month
+#: of ``start`` (how the store partitions them).
+SILENCE_SCHEMA = pl.Schema(
+    {
+        "meter": pl.String(),
+        "period": pl.String(),
+        "start": pl.Datetime("us", "UTC"),
+        "end": pl.Datetime("us", "UTC"),
+        "imported": pl.Boolean(),
+    }
+)
 
 #: Site KPIs in long form: one row per (period, metric). ``value`` is null when the
 #: status is ``insufficient_data``; ``category`` is the PUE measurement category for

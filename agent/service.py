@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import signal
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from agent.api.server import ApiServer
 from agent.logs import get_logger
@@ -43,7 +45,9 @@ __all__ = [
     "AgentService",
     "ReloadPlan",
     "SdNotifier",
+    "StateDirLockedError",
     "collector_entries",
+    "lock_state_dir",
     "plan_reload",
     "watchdog_interval",
 ]
@@ -52,6 +56,54 @@ _log = get_logger("service")
 
 #: Settings whose change a SIGHUP cannot apply to a running agent.
 _RESTART_FIELDS = ("state_dir", "site_file", "site", "journal", "sinks", "api", "secrets_dir")
+
+
+#: The lock file in the state directory held (``flock``) by the one running agent.
+STATE_LOCK_NAME = "agent.lock"
+
+
+class StateDirLockedError(ConfigError):
+    """Another agent runs on this state directory."""
+
+
+def lock_state_dir(state_dir: Path) -> IO[str]:
+    """Take the state directory for this process: one agent per state dir.
+
+    Two agents on one state dir both collected and wrote the interval store twice
+    (issue 22). The lock is an ``flock`` on ``<state_dir>/agent.lock``, released by the
+    kernel when the process exits however it exits (SIGKILL included), so a crash never
+    leaves a stale lock. The file holds the holder's pid, for the message only.
+
+    Args:
+        state_dir: The agent's state directory (created if missing).
+
+    Returns:
+        The open lock file; keep it open for the life of the agent.
+
+    Raises:
+        StateDirLockedError: naming the directory and the running agent's pid.
+    """
+    path = state_dir / STATE_LOCK_NAME
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        handle = path.open("a+", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot open the state lock {path}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StateDirLockedError(
+            f"state directory {state_dir} is in use by another pue-agent (pid {holder}, "
+            f"lock {path}): stop it first, or give this one its own state_dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 class SdNotifier:

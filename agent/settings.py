@@ -10,7 +10,9 @@ Secrets needed by collectors and sinks are referenced by *name* and read with
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +35,9 @@ __all__ = [
     "ConfigError",
     "JournalSettings",
     "SinkEntry",
+    "collector_name_problems",
     "load_settings",
+    "read_config_text",
     "read_secret",
     "secrets_dirs",
     "validation_problems",
@@ -114,6 +118,28 @@ class ApiSettings(BaseModel):
     tls_key_secret: str | None = Field(
         None, description="Secret name of the PEM private key for tls_cert_file."
     )
+    max_connections: int = Field(
+        256,
+        ge=1,
+        description="Open API connections at most; beyond it the oldest idle one is closed "
+        "(also capped so that 512 file descriptors stay free for the agent's own writes).",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A connection without a complete request head by then is closed."
+    )
+    idle_timeout_s: float = Field(
+        30.0, gt=0, description="An idle keep-alive connection is closed after this long."
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Also serve GET /metrics alone, without a token, on this port (plain HTTP; "
+        "for Prometheus). Off by default; what it reveals: docs/api.md.",
+    )
+    metrics_listen: str = Field(
+        "127.0.0.1", description="Address of the token-less metrics listener."
+    )
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiSettings:
@@ -139,7 +165,8 @@ class AgentSettings(BaseSettings):
     )
     site: dict[str, Any] | None = Field(None, description="Inline [site] table.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["auto", "json", "console"] = "auto"
+    # "journald": JSON lines with the <N> syslog priority; "auto" picks it under systemd.
+    log_format: Literal["auto", "json", "console", "journald"] = "auto"
     secrets_dir: Path | None = Field(
         None, description="Where named secrets are read; defaults to $CREDENTIALS_DIRECTORY."
     )
@@ -255,6 +282,31 @@ class CredentialsSource(PydanticBaseSettingsSource):
 _TOML_PATH: dict[str, Path | None] = {"path": None}
 
 
+def read_config_text(path: Path) -> str:
+    """A config file's text; not UTF-8 or unreadable is a :class:`ConfigError` with the place.
+
+    Args:
+        path: The TOML file.
+
+    Raises:
+        ConfigError: naming the file, and for bad UTF-8 the line and byte offset (a raw
+            ``UnicodeDecodeError`` traceback before issue 22).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(
+            f"{path}: line {line}, column {column} (byte offset {exc.start}): not UTF-8 "
+            f"(byte 0x{data[exc.start]:02x}); save the file as UTF-8"
+        ) from None
+
+
 def secrets_dirs(settings: AgentSettings | None = None) -> list[Path]:
     """Directories searched for named secrets, most specific first."""
     dirs: list[Path] = []
@@ -278,6 +330,45 @@ def read_secret(name: str, settings: AgentSettings | None = None) -> SecretStr:
             return SecretStr(candidate.read_text(encoding="utf-8").rstrip("\r\n"))
     searched = ", ".join(str(d) for d in secrets_dirs(settings)) or "no secrets directory set"
     raise ConfigError(f"secret {name!r} not found (searched: {searched})")
+
+
+def collector_name_problems(settings: AgentSettings) -> list[str]:
+    """Enabled collectors that share a name, one problem per name, naming every entry.
+
+    ``run`` and ``check`` both ask this, so ``check`` refuses what ``run`` would. An entry
+    without ``name`` is called ``<kind>-<index>`` (as the pipeline names it).
+
+    Args:
+        settings: Loaded settings (``config_path`` gives the file for line numbers).
+
+    Returns:
+        Messages like ``collectors[0] (line 4) and collectors[2] (line 12) share the name
+        'sim-a'``; empty when every name is unique.
+    """
+    seen: dict[str, list[int]] = {}
+    for i, entry in enumerate(settings.collectors):
+        if entry.enabled:
+            seen.setdefault(entry.name or f"{entry.kind}-{i}", []).append(i)
+    text = ""
+    if settings.config_path is not None:
+        with contextlib.suppress(ConfigError):
+            text = read_config_text(settings.config_path)
+    starts = [m.start() for m in re.finditer(r"^[ \t]*\[\[[ \t]*collectors[ \t]*\]\]", text, re.M)]
+    problems = []
+    for name, indexes in seen.items():
+        if len(indexes) < 2:
+            continue
+        where = []
+        for i in indexes:
+            # Entries in file order are the [[collectors]] tables in file order.
+            line = f" (line {text.count(chr(10), 0, starts[i]) + 1})" if i < len(starts) else ""
+            where.append(f"collectors[{i}]{line}")
+        source = f"{settings.config_path}: " if settings.config_path else ""
+        problems.append(
+            f"{source}{' and '.join(where)} share the name {name!r}: collector names must "
+            "be unique (they label readings, metrics and reloads)"
+        )
+    return problems
 
 
 def validation_problems(error: ValidationError, field_prefix: str = "", sep: str = "; ") -> str:
@@ -315,7 +406,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> AgentSettings
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         try:
-            tomllib.loads(path.read_text(encoding="utf-8"))
+            tomllib.loads(read_config_text(path))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
     _TOML_PATH["path"] = path

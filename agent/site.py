@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agent.patterns import PatternError, expand_entry
 from agent.settings import AgentSettings
 
 __all__ = [
@@ -142,6 +143,9 @@ class Site(BaseModel):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     name: str = Field(min_length=1)
     name_zh: str | None = None
+    #: The operating organisation and the person who signs its reports (report signature block).
+    operator: str | None = None
+    signer: str | None = None
     timezone: str = "Asia/Shanghai"
     pue_category: Literal[1, 2, 3]
     meters: list[Meter] = Field(min_length=1)
@@ -265,6 +269,37 @@ def _line_of(text: str, loc: tuple[int | str, ...], raw: dict[str, Any]) -> int 
     return None
 
 
+def _expand_meter_patterns(raw: dict[str, Any], source: str, text: str) -> dict[str, Any]:
+    """``raw`` with each pattern meter (``id = "pdu-[001-200]"``) expanded (agent.patterns).
+
+    Raises:
+        SiteError: one line per bad pattern, naming the meter and, where found, the line.
+    """
+    meters = raw.get("meters")
+    if not isinstance(meters, list):
+        return raw
+    expanded: list[Any] = []
+    problems = []
+    for i, meter in enumerate(meters):
+        if not isinstance(meter, dict):
+            expanded.append(meter)  # the model's validation names the problem
+            continue
+        try:
+            expanded += expand_entry(meter, "id")
+        except PatternError as exc:
+            meter_id = meter.get("id")
+            match = (
+                re.search(rf'^\s*id\s*=\s*"{re.escape(meter_id)}"', text, re.M)
+                if isinstance(meter_id, str)
+                else None
+            )
+            where = f"{source}:{text.count(chr(10), 0, match.start()) + 1}" if match else source
+            problems.append(f"{where}: meters.{i}.{exc}")
+    if problems:
+        raise SiteError("\n".join(problems))
+    return {**raw, "meters": expanded}
+
+
 def parse_site(raw: dict[str, Any], *, source: str, text: str = "") -> Site:
     """Validate a site table.
 
@@ -276,6 +311,7 @@ def parse_site(raw: dict[str, Any], *, source: str, text: str = "") -> Site:
     Raises:
         SiteError: one line per problem, naming file, field and line where known.
     """
+    raw = _expand_meter_patterns(raw, source, text)
     try:
         return Site.model_validate(raw)
     except ValidationError as exc:

@@ -46,7 +46,13 @@ from typing import Literal
 import polars as pl
 
 from agent.periods import utc_months
-from agent.schemas import FINDING_SCHEMA, INTERVAL_SCHEMA, INTERVAL_STORE_SCHEMA, KPI_SCHEMA
+from agent.schemas import (
+    FINDING_SCHEMA,
+    INTERVAL_SCHEMA,
+    INTERVAL_STORE_SCHEMA,
+    KPI_SCHEMA,
+    SILENCE_SCHEMA,
+)
 
 __all__ = [
     "INDEX_SCHEMA",
@@ -797,3 +803,23 @@ class IntervalStore:
     ) -> pl.DataFrame:
         """Stored findings (``FINDING_SCHEMA``), optionally of one month / one rule."""
         return self._read_monthly("findings", FINDING_SCHEMA, month, {"rule_id": rule_id})
+
+    def write_silences(self, frame: pl.DataFrame) -> None:
+        """Store silent periods of meters (``SILENCE_SCHEMA``), replacing same-key rows.
+
+        The key is ``(meter, start)``; rows are partitioned by ``period``, the site-local
+        month of ``start`` (``store/silences/month=YYYY-MM/``).
+        """
+        if frame.height:
+            self._upsert_monthly(
+                "silences", frame, SILENCE_SCHEMA, ["meter", "start"], ["start", "meter"]
+            )
+
+    def read_silences(self, months: Iterable[str] | None = None) -> pl.DataFrame:
+        """Stored silent periods (``SILENCE_SCHEMA``) recorded in ``months`` (default all)."""
+        if months is None:
+            return self._read_monthly("silences", SILENCE_SCHEMA, None, {})
+        return pl.concat(
+            [self._read_monthly("silences", SILENCE_SCHEMA, m, {}) for m in months]
+            or [pl.DataFrame(schema=SILENCE_SCHEMA)]
+        )

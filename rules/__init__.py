@@ -1,6 +1,13 @@
 """Policy packs (data) and the engine that evaluates them against KPI history."""
 
-from rules.engine import WarningChange, evaluate, evaluate_for_site, warning_changes
+from rules.engine import (
+    WarningChange,
+    benefit_payments,
+    claim_state,
+    evaluate,
+    evaluate_for_site,
+    warning_changes,
+)
 from rules.pack import (
     BUILTIN_DIR,
     DEFAULT_POLICIES_DIR,
@@ -24,6 +31,8 @@ __all__ = [
     "PackError",
     "Rule",
     "WarningChange",
+    "benefit_payments",
+    "claim_state",
     "configured_policies_dir",
     "evaluate",
     "evaluate_for_site",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
@@ -33,7 +33,10 @@ __all__ = [
     "DEFAULT_TREND_MONTHS",
     "DEFAULT_WARN_MARGIN",
     "METRIC_ALIASES",
+    "ClaimState",
     "WarningChange",
+    "benefit_payments",
+    "claim_state",
     "evaluate",
     "load_packs",
     "warning_changes",
@@ -259,6 +262,94 @@ def _benefit(
     return amount, f"Benefit: {how}. [{benefit.clause}]"
 
 
+def _claim_month(index: _Index, pack: Pack, rule: Rule, paid: str, period: str) -> str:
+    """The month a ``once`` / ``annual`` benefit is claimed for (``period`` for the others).
+
+    The first month whose test held: of the year for ``annual``, of the policy's life for
+    ``once`` — or of the whole history for a 首次 rule (the first time is the first time;
+    one before the policy is noted for the issuing body to decide).
+    """
+    if paid == "per_period":
+        return period
+    assert rule.metric is not None and rule.window is not None
+    assert rule.comparator is not None and rule.threshold is not None
+    floor = f"{period[:4]}-01" if paid == "annual" else ""
+    if pack.effective_from is not None and not (rule.first_time and paid == "once"):
+        floor = max(floor, month_label(month_of(pack.effective_from)))
+    history = index.get((rule.metric, rule.window), {})
+    for label in sorted(p for p in history if floor <= p <= period):
+        kpi = history[label]
+        if (
+            _usable(kpi)
+            and kpi.value is not None
+            and _holds(kpi.value, rule.comparator, rule.threshold)
+        ):
+            return label
+    return period
+
+
+_PAID_WORDS = {"once": "one-time", "annual": "annual"}
+
+
+def _claim(
+    finding: _Finding,
+    pack: Pack,
+    rule: Rule,
+    benefit: Benefit,
+    facts: SiteFacts,
+    index: _Index,
+    period: str,
+    used: dict[str, Any],
+) -> None:
+    """The benefit of an eligible finding, as often as its clause pays it.
+
+    ``per_period``: the amount every month. ``once`` / ``annual``: the amount only in the
+    finding of the month it became claimable, which ``first_met_period`` then names (for
+    rules that are not 首次 too; for ``annual``, the first month of the year); later months
+    say since when it is claimable and carry no amount, so a one-time subsidy is never read
+    as claimed twice (:func:`claim_state`).
+    """
+    paid = benefit.paid
+    claim = _claim_month(index, pack, rule, paid, period)
+    if paid != "per_period":
+        finding.values["first_met_period"] = claim
+    if claim == period:
+        amount, how = _benefit(benefit, facts, index, period, used)
+        finding.values["benefit_cny"] = amount
+        finding.notes.append(how)
+        if paid == "once":
+            finding.notes.append(f"Eligible — claim once, first met {period}.")
+        elif paid == "annual":
+            finding.notes.append(f"Eligible — claim once for {period[:4]}, first met {period}.")
+        return
+    finding.notes.append(
+        f"Met, already claimable since {claim}: the {_PAID_WORDS[paid]} benefit is stated in "
+        f"the {claim} finding and not counted again. [{benefit.clause}]"
+    )
+
+
+ClaimState = Literal["claim", "claimable_since"]
+
+
+def claim_state(finding: Mapping[str, Any], paid: str | None) -> tuple[ClaimState, str] | None:
+    """How an eligible finding's ``once`` / ``annual`` benefit reads, and since which month.
+
+    ``("claim", month)``: eligible — claim once, first met ``month`` (the amount is in this
+    finding). ``("claimable_since", month)``: met, already claimable since ``month`` (the
+    amount is in that month's finding, not this one). ``None`` for any other finding.
+    ``paid`` is the rule's :attr:`rules.pack.Benefit.paid` (:func:`benefit_payments`).
+    """
+    first = finding.get("first_met_period")
+    if finding.get("result") != "eligible" or paid not in ("once", "annual") or not first:
+        return None
+    return ("claim" if first == finding.get("period") else "claimable_since"), first
+
+
+def benefit_payments(packs: Iterable[Pack]) -> dict[str, Literal["once", "annual", "per_period"]]:
+    """``{rule_id: how often its benefit is paid}`` for the rules that carry one."""
+    return {rule.id: rule.benefit.paid for pack in packs for rule in pack.rules if rule.benefit}
+
+
 def _trend(
     index: _Index, rule: Rule, period: str, horizon_end: int, months: int
 ) -> tuple[float, str] | None:
@@ -413,9 +504,7 @@ def _evaluate_rule(
                 f"{first_met[0]} ({first_met[1]:.4g})."
             )
     if result == "eligible" and rule.benefit is not None:
-        amount, how = _benefit(rule.benefit, facts, index, period, used)
-        finding.values["benefit_cny"] = amount
-        notes.append(how)
+        _claim(finding, pack, rule, rule.benefit, facts, index, period, used)
     if result == "eligible" and rule.kind == "threshold":
         _warnings(
             finding,

@@ -111,9 +111,16 @@ class Benefit(_Strict):
     ``basis_metric`` for the evaluated month. ``share_of_fact``: ``rate`` (a fraction)
     of the declared ``basis_fact``. ``cap_cny`` bounds the result. ``upto`` marks an
     amount the clause gives as a maximum (最高, 不超过): the figure is then an upper bound.
+
+    ``payment`` says how often the clause pays: ``once`` (一次性: the amount is shown in the
+    finding of the first month the test held; later months say it is already claimable
+    since then), ``annual`` (once per calendar year: the first month of the year the test
+    held), ``per_period`` (every month the test holds, e.g. per kWh of that month). Default:
+    ``per_period`` for ``per_kwh``, ``once`` otherwise.
     """
 
     kind: Literal["per_rack", "per_kwh", "share_of_fact"]
+    payment: Literal["once", "annual", "per_period"] | None = None
     rate: float = Field(gt=0)
     cap_cny: float | None = Field(None, gt=0)
     basis_metric: str | None = Field(None, pattern=_METRIC)
@@ -133,6 +140,13 @@ class Benefit(_Strict):
         if self.kind == "per_rack" and self.basis_fact not in (None, "racks"):
             raise ValueError("kind 'per_rack' counts 'racks'; leave 'basis_fact' out")
         return self
+
+    @property
+    def paid(self) -> Literal["once", "annual", "per_period"]:
+        """How often the benefit is paid (``payment``, or the kind's default)."""
+        if self.payment is not None:
+            return self.payment
+        return "per_period" if self.kind == "per_kwh" else "once"
 
 
 class Rule(_Strict):

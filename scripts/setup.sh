@@ -14,6 +14,7 @@ DEBIAN_PACKAGES=(
   poppler-utils                        # pdftotext/pdftoppm for report tests
   "${REPORT_PACKAGES[@]}"              # fonts and WeasyPrint's libraries for the PDF report
   prometheus-snmp-exporter collectd-core  # SNMP benchmark peers
+  prometheus                           # promtool check metrics for /metrics tests
   systemd                              # systemd-analyze verify/security for the unit tests
 )
 apt_ensure setup "${DEBIAN_PACKAGES[@]}"

@@ -9,7 +9,15 @@
   parts, changed KPI/finding rows, and the wait for its last refresh at shutdown.
 """
 
-from agent.aggregator.consumer import IMPORT_SOURCE_PREFIX, Aggregator, AggregatorOptions, build
+from agent.aggregator.consumer import (
+    IMPORT_SOURCE_PREFIX,
+    Aggregator,
+    AggregatorOptions,
+    CatchUp,
+    build,
+    catch_up,
+    site_aggregator,
+)
 from agent.aggregator.feed import DerivedFeed, StoreRef, TableKind, locate_store
 from agent.aggregator.refresh import LIVE_KINDS, KpiRefresher
 
@@ -18,10 +26,13 @@ __all__ = [
     "LIVE_KINDS",
     "Aggregator",
     "AggregatorOptions",
+    "CatchUp",
     "DerivedFeed",
     "KpiRefresher",
     "StoreRef",
     "TableKind",
     "build",
+    "catch_up",
     "locate_store",
+    "site_aggregator",
 ]

@@ -12,22 +12,32 @@ pointer file) -> journal cursor. A crash between any two steps is harmless: the
 state file says which batch comes next, the page is re-run, and its parts replace
 the ones a crashed run may have written. So a restart produces exactly the
 intervals of an uninterrupted run (``tests/kpi/test_restart.py``).
+
+One writer at a time: a running aggregator holds an exclusive lock on its state
+directory (``running.lock``). :func:`catch_up` — what ``pue-agent import`` runs so that
+history is in the store at once — takes the same lock without waiting: when a running
+agent holds it, the import is left in the journal for that agent (nothing is counted
+twice); otherwise it aggregates the journal up to its head through
+:meth:`Aggregator.process_page`, advancing the state and the cursor exactly as the
+running agent would, so a later ``pue-agent run`` starts after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import io
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agent import metrics
 from agent.aggregator.refresh import KpiRefresher
 from agent.energy import (
     EnergyConfig,
@@ -38,19 +48,35 @@ from agent.energy import (
 )
 from agent.energy.core import ENGINE as ENERGY_ENGINE
 from agent.energy.engine import CARRY_SCHEMA, MARKS_SCHEMA
-from agent.journal import JournalBatch
+from agent.energy.silence import DEFAULT_SILENCE_S, SilenceFinder, SilenceTracker
+from agent.journal import Journal, JournalBatch
 from agent.logs import get_logger
 from agent.plugins import ConsumerContext, DerivedProgress
-from agent.settings import AgentSettings, ConfigError, validation_problems
+from agent.settings import AGGREGATOR_KINDS, AgentSettings, ConfigError, validation_problems
 from agent.site import Site
 from agent.store import IntervalStore, atomic_write_bytes
 
-__all__ = ["IMPORT_SOURCE_PREFIX", "Aggregator", "AggregatorOptions", "build"]
+__all__ = [
+    "IMPORT_SOURCE_PREFIX",
+    "Aggregator",
+    "AggregatorOptions",
+    "CatchUp",
+    "build",
+    "catch_up",
+    "site_aggregator",
+]
 
 _log = get_logger("aggregator")
 
 #: Journal source of batches written by ``pue-agent import``.
 IMPORT_SOURCE_PREFIX = "import:"
+#: Held (``flock``) by the one process aggregating into this aggregator's state.
+LOCK_FILE = "running.lock"
+#: Seconds between two attempts to take a lock a catch-up holds.
+_LOCK_RETRY_S = 0.2
+#: Retry delays of a page that hit a full disk: first, then doubling to the cap.
+_STORAGE_RETRY_FIRST_S = 0.2
+_STORAGE_RETRY_MAX_S = 2.0
 
 
 class AggregatorOptions(BaseModel):
@@ -73,6 +99,11 @@ class AggregatorOptions(BaseModel):
         0.95, ge=0, le=1, description="Coverage below which a live KPI is insufficient_data."
     )
     rules: bool = Field(True, description="Evaluate the policy packs on each KPI refresh.")
+    silence_s: float = Field(
+        DEFAULT_SILENCE_S,
+        gt=0,
+        description="Shortest silence of a meter (no reading) listed as a silent period.",
+    )
 
     def energy_config(self) -> EnergyConfig:
         """The :class:`EnergyConfig` these options describe."""
@@ -91,6 +122,7 @@ class _Saved:
     seq: int
     state: EngineState
     config_json: str
+    silences: SilenceTracker = field(default_factory=SilenceTracker)
 
 
 @dataclass
@@ -107,6 +139,12 @@ class Aggregator:
     policies_dir: Path | None = None
     intervals_written: int = field(default=0, init=False)
     refresher: KpiRefresher | None = field(default=None, init=False)
+    #: Live meters' last reading and usual spacing (saved with the engine state).
+    silences: SilenceTracker = field(default_factory=SilenceTracker, init=False)
+    _finders: tuple[SilenceFinder, SilenceFinder] | None = field(
+        default=None, init=False, repr=False
+    )
+    _lock: IO[str] | None = field(default=None, init=False, repr=False)
 
     def describe(self) -> str:
         """One line for ``pue-agent check``."""
@@ -120,6 +158,29 @@ class Aggregator:
         """Where the engine state of this sink lives."""
         return self.store_root / "aggregator" / self.name
 
+    # -- one writer ---------------------------------------------------------------------------
+
+    def try_lock(self) -> bool:
+        """Take this aggregator's writer lock if no other process holds it."""
+        if self._lock is not None:
+            return True
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        handle = (self.state_dir / LOCK_FILE).open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._lock = handle
+        return True
+
+    def unlock(self) -> None:
+        """Release the writer lock (if held)."""
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
+
     # -- state --------------------------------------------------------------------------------
 
     def load_state(self) -> _Saved | None:
@@ -131,7 +192,8 @@ class Aggregator:
         seq = int(meta["seq"])
         carry = pl.read_parquet(self.state_dir / meta["carry"]).cast(CARRY_SCHEMA)
         marks = pl.read_parquet(self.state_dir / meta["marks"]).cast(MARKS_SCHEMA)
-        return _Saved(seq, EngineState(carry=carry, marks=marks), str(meta["config"]))
+        silences = SilenceTracker.from_json(meta.get("silences"))
+        return _Saved(seq, EngineState(carry=carry, marks=marks), str(meta["config"]), silences)
 
     def save_state(self, seq: int, state: EngineState) -> None:
         """Persist the engine state as of journal batch ``seq`` (atomic pointer last)."""
@@ -145,6 +207,7 @@ class Aggregator:
             "carry": carry_name,
             "marks": marks_name,
             "config": self.config.to_json(),
+            "silences": self.silences.to_json(),
         }
         atomic_write_bytes(self.state_dir / "state.json", json.dumps(meta, sort_keys=True).encode())
         for old in self.state_dir.glob("*.parquet"):
@@ -161,13 +224,16 @@ class Aggregator:
                 would silently change meaning mid-stream).
         """
         saved = self.load_state()
+        self._finders = None
         if saved is None:
+            self.silences = SilenceTracker()
             return IntervalEngine(site, self.config), 0
         if saved.config_json != self.config.to_json():
             raise ConfigError(
                 f"sinks.{self.name}: energy options changed since the store was started "
                 f"({self.state_dir}); keep them or move the store away to rebuild it"
             )
+        self.silences = saved.silences
         return IntervalEngine(site, self.config, saved.state), saved.seq
 
     def process_page(
@@ -192,16 +258,36 @@ class Aggregator:
                     batch.frame.lazy(), engine.site, self.config, with_rejected_counts=True
                 ).collect(engine=ENERGY_ENGINE)
                 store.write_intervals(rows, tag=f"{batch.seq:012d}-import")
+                store.write_silences(
+                    self._finder(engine.site, live=False).find(batch.frame, imported=True)
+                )
                 self.intervals_written += rows.height
                 self._note(rows)
         if live:
-            rows = engine.feed(pl.concat(live, how="vertical"))
+            readings = pl.concat(live, how="vertical")
+            rows = engine.feed(readings)
             store.write_intervals(rows, tag=f"{page[0].seq:012d}")
+            reads = engine.resolved.filter(pl.col("value").is_finite())
+            store.write_silences(
+                self._finder(engine.site, live=True).find_resolved(
+                    reads["mi"].to_numpy(), reads["ts"].to_numpy()
+                )
+            )
             self.intervals_written += rows.height
             self._note(rows)
         last = page[-1].seq
         self.save_state(last, engine.state)
         return last
+
+    def _finder(self, site: Site, *, live: bool) -> SilenceFinder:
+        """The silence finder of live pages (carrying :attr:`silences`) or of imports."""
+        if self._finders is None or self._finders[0].tracker is not self.silences:
+            min_s = self.options.silence_s
+            self._finders = (
+                SilenceFinder(site, min_s=min_s, tracker=self.silences),
+                SilenceFinder(site, min_s=min_s),
+            )
+        return self._finders[0] if live else self._finders[1]
 
     # -- live KPIs and findings ----------------------------------------------------------------
 
@@ -252,11 +338,32 @@ class Aggregator:
         progress = DerivedProgress(name=self.name)
         ctx.aggregators[key] = progress
         try:
-            await self._run(ctx, ctx.site, progress)
+            if await self._wait_for_lock(ctx):
+                await self._run(ctx, ctx.site, progress)
         finally:
+            self.unlock()
             progress.finished = True
             if ctx.aggregators.get(key) is progress:
                 del ctx.aggregators[key]
+
+    async def _wait_for_lock(self, ctx: ConsumerContext) -> bool:
+        """Take the writer lock, waiting while a ``pue-agent import`` catch-up holds it.
+
+        Returns ``False`` if the agent stops first (the holder consumes the journal).
+        """
+        warned = False
+        while not self.try_lock():
+            if ctx.stopping.is_set():
+                return False
+            if not warned:
+                _log.warning(
+                    "aggregator state held by another process (pue-agent import?): waiting",
+                    sink=self.name,
+                    lock=str(self.state_dir / LOCK_FILE),
+                )
+                warned = True
+            await asyncio.sleep(_LOCK_RETRY_S)
+        return True
 
     async def _run(self, ctx: ConsumerContext, site: Site, progress: DerivedProgress) -> None:
         engine, seq = await asyncio.to_thread(self.make_engine, site)
@@ -284,6 +391,7 @@ class Aggregator:
         last_refresh = float("-inf")
         limit = self.options.page_batches
         ahead: asyncio.Future[list[JournalBatch]] | None = None
+        retry_s = _STORAGE_RETRY_FIRST_S
         try:
             while True:
                 page = await (ahead or asyncio.to_thread(ctx.journal.read, seq, limit=limit))
@@ -292,8 +400,29 @@ class Aggregator:
                     ahead = asyncio.ensure_future(
                         asyncio.to_thread(ctx.journal.read, page[-1].seq, limit=limit)
                     )
-                    seq = await asyncio.to_thread(self.process_page, engine, store, page)
-                    ctx.journal.advance_cursor(self.name, seq)
+                    try:
+                        seq = await asyncio.to_thread(self.process_page, engine, store, page)
+                        ctx.journal.advance_cursor(self.name, seq)
+                    except Exception as exc:
+                        reason = metrics.storage_error(exc)
+                        if reason is None:
+                            raise
+                        # Disk full (or EIO/EMFILE) in a part, the carry state or the cursor:
+                        # alarm, wait, then resume exactly as after a crash (the saved state
+                        # says which batch comes next; re-written parts replace partial ones).
+                        metrics.raise_alarm("storage", self.name, reason)
+                        ahead.cancel()
+                        ahead = None
+                        if ctx.stopping.is_set():
+                            return  # the next start resumes from the saved state
+                        await asyncio.sleep(retry_s)
+                        retry_s = min(retry_s * 2, _STORAGE_RETRY_MAX_S)
+                        engine, seq = await asyncio.to_thread(self.make_engine, engine.site)
+                        if seq == 0:
+                            seq = ctx.journal.cursor(self.name)
+                        continue
+                    metrics.clear_alarm("storage", self.name)
+                    retry_s = _STORAGE_RETRY_FIRST_S
                     last_refresh = await self.refresh_kpis(
                         seq, progress, force=False, last=last_refresh
                     )
@@ -312,6 +441,71 @@ class Aggregator:
         finally:
             if ahead is not None:
                 ahead.cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    """What :func:`catch_up` did."""
+
+    aggregator: str
+    #: A running agent holds the aggregator: the journal was left to it.
+    busy: bool
+    #: The last journal batch now in the store.
+    seq: int
+    batches: int
+    intervals: int
+    #: Local months whose KPIs and findings were refreshed.
+    months: tuple[str, ...]
+
+
+def catch_up(aggregator: Aggregator, site: Site, journal: Journal) -> CatchUp:
+    """Aggregate the journal up to its head now, as the running agent would.
+
+    The same pages, state and cursor as :meth:`Aggregator.run` (then one KPI/finding
+    refresh of the months touched), under the aggregator's writer lock; if a running
+    agent holds that lock, nothing is done (``busy``): that agent aggregates the batches.
+    """
+    if not aggregator.try_lock():
+        return CatchUp(aggregator.name, True, journal.cursor(aggregator.name), 0, 0, ())
+    try:
+        journal.register_cursor(aggregator.name)
+        engine, seq = aggregator.make_engine(site)
+        store = IntervalStore(aggregator.store_root)
+        refresher = aggregator.refresher = aggregator.make_refresher(site, store)
+        if seq == 0:
+            seq = journal.cursor(aggregator.name)
+        batches, written = 0, aggregator.intervals_written
+        while page := journal.read(seq, limit=aggregator.options.page_batches):
+            seq = aggregator.process_page(engine, store, page)
+            journal.advance_cursor(aggregator.name, seq)
+            batches += len(page)
+        months = refresher.refresh() if refresher.pending else []
+        return CatchUp(
+            aggregator.name,
+            False,
+            seq,
+            batches,
+            aggregator.intervals_written - written,
+            tuple(months),
+        )
+    finally:
+        aggregator.unlock()
+
+
+def site_aggregator(settings: AgentSettings) -> Aggregator | None:
+    """The aggregator ``pue-agent run`` runs for a site: the configured one or the default.
+
+    ``None`` when every configured aggregator is disabled (``pue-agent run`` runs none).
+
+    Raises:
+        ConfigError: for bad options of the configured aggregator.
+    """
+    entry = settings.aggregator_entry()
+    if entry is None:
+        if any(e.kind in AGGREGATOR_KINDS for e in settings.sinks):
+            return None
+        return build("aggregator", {}, settings)
+    return build(entry.name or entry.kind, entry.options(), settings)
 
 
 def _parquet_bytes(frame: pl.DataFrame) -> bytes:

@@ -31,16 +31,27 @@ class Role(enum.StrEnum):
 
 
 def _digest(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8")).digest()
+    # surrogateescape: aiohttp hands undecodable header bytes over as lone surrogates.
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+
+
+def _visible_ascii(token: str) -> bool:
+    """Only printable ASCII (RFC 6750 token68 and the like): no controls, no 8-bit bytes."""
+    return token.isascii() and token.isprintable() and " " not in token
 
 
 def parse_bearer(header: str | None) -> str | None:
-    """The token of an ``Authorization: Bearer <token>`` header, or ``None``."""
+    """The token of an ``Authorization: Bearer <token>`` header, or ``None``.
+
+    A token with any byte outside printable ASCII is ``None`` (so a 401, counted as an
+    auth failure): no configured token can contain one, and such bytes must never reach
+    an encoder or a log line.
+    """
     if not header:
         return None
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    if scheme.lower() != "bearer" or not token or not _visible_ascii(token):
         return None
     return token
 

@@ -7,9 +7,9 @@ purpose.
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Any
 
+from agent import __version__
 from agent.periods import MONTH_RE, PERIOD_RE
 from agent.schemas import PeriodKind
 
@@ -52,8 +52,11 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Health": {
         "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string", "enum": ["ok"]}},
+        "required": ["status", "version"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ok"]},
+            "version": {"type": "string", "description": "The agent's version."},
+        },
     },
     "Ready": {
         "type": "object",
@@ -166,10 +169,7 @@ def _get(
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI 3.0.3 description of the agent's HTTP API."""
-    try:
-        version = metadata.version("pue-agent")
-    except metadata.PackageNotFoundError:
-        version = "0.0.0"
+    version = __version__
     unavailable = _error("The data source is not available (no site model, store or engine).")
     period = {
         "name": "period",

@@ -22,9 +22,11 @@ import polars as pl
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
-from agent import metrics
+from agent import __version__, metrics
 from agent.api.auth import Role, TokenTable, parse_bearer
+from agent.api.guard import ConnectionGuard, GuardedRunner, connection_limit
 from agent.api.openapi import openapi_document
+from agent.api.prometheus import refresh_site_metrics
 from agent.api.sources import (
     KpiSource,
     RealtimeFollower,
@@ -115,6 +117,9 @@ class ApiServer:
     follower: RealtimeFollower | None = field(default=None, init=False)
     url: str = field(default="", init=False)
     _runner: web.AppRunner | None = field(default=None, init=False)
+    #: ``[api] metrics_port``: the token-less /metrics listener, when enabled.
+    metrics_url: str = field(default="", init=False)
+    _metrics_runner: web.AppRunner | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.tokens = TokenTable.load(self.agent.settings.api, self.agent.settings)
@@ -159,30 +164,69 @@ class ApiServer:
         app.router.add_get("/api/v1/kpi", self._kpi_period)
         app.router.add_get("/api/v1/findings", self._findings)
         app.router.add_get("/api/v1/reports/{month}", self._report)
-        # No access log: request lines are logged by the middleware, never headers.
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, api.listen, api.port, ssl_context=context)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise ConfigError(
-                f"api: cannot listen on {api.listen}:{api.port}: {exc.strerror or exc}"
-            ) from exc
-        self._runner = runner
+        self._runner = await self._listen(app, api.listen, api.port, context, "")
         scheme = "https" if context else "http"
         host = f"[{api.listen}]" if ":" in api.listen else api.listen
         self.url = f"{scheme}://{host}:{api.port}"
         if self.agent.site is not None:
             self.follower = RealtimeFollower(self.agent.journal, self.agent.site)
             self.follower.start()
+        if api.metrics_port is not None:
+            await self._start_metrics_listener(api.metrics_listen, api.metrics_port)
         if not len(self.tokens):
             _log.warning("API enabled without any token: only /healthz and /readyz will answer")
         _log.info("API listening", url=self.url, tokens=len(self.tokens))
 
+    async def _listen(
+        self,
+        app: web.Application,
+        listen: str,
+        port: int,
+        context: ssl.SSLContext | None,
+        what: str,
+    ) -> web.AppRunner:
+        """Serve ``app`` on ``listen:port`` behind the connection guard; a bind error is config.
+
+        No access log: request lines are logged by the middleware, never headers.
+        """
+        api = self.agent.settings.api
+        guard = ConnectionGuard(connection_limit(api.max_connections), api.header_timeout_s)
+        runner = GuardedRunner(
+            app,
+            guard=guard,
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=api.idle_timeout_s,
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, listen, port, ssl_context=context).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ConfigError(
+                f"api: cannot listen{what} on {listen}:{port}: {exc.strerror or exc}"
+            ) from exc
+        return runner
+
+    async def _start_metrics_listener(self, listen: str, port: int) -> None:
+        """``[api] metrics_port``: GET /metrics alone, without a token (docs/api.md)."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        # The same connection limits as the API: a port without a token is still bounded.
+        try:
+            self._metrics_runner = await self._listen(app, listen, port, None, " for metrics")
+        except ConfigError:
+            await self.stop()
+            raise
+        host = f"[{listen}]" if ":" in listen else listen
+        self.metrics_url = f"http://{host}:{port}/metrics"
+        _log.info("metrics listening without a token", url=self.metrics_url)
+
     async def stop(self) -> None:
         """Stop serving (open requests get a short grace period)."""
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
+            self._metrics_runner = None
         if self.follower is not None:
             await self.follower.stop()
         if self._runner is not None:
@@ -220,7 +264,8 @@ class ApiServer:
 
     async def _healthz(self, request: web.Request) -> web.Response:
         del request
-        return web.json_response({"status": "ok"})
+        # The version here lets a fleet check which build each host runs without a token.
+        return web.json_response({"status": "ok", "version": __version__})
 
     async def _readyz(self, request: web.Request) -> web.Response:
         del request
@@ -231,6 +276,8 @@ class ApiServer:
             reasons.append("stopping")
         if self.agent.journal.alarm:
             reasons.append("journal_budget")
+        # Storage alarms (disk full, EIO, EMFILE): "storage:<component>", e.g. storage:journal.
+        reasons += sorted(f"{alarm}:{component}" for alarm, component in metrics.raised_alarms())
         return web.json_response(
             {"ready": not reasons, "reasons": reasons}, status=503 if reasons else 200
         )
@@ -248,8 +295,21 @@ class ApiServer:
         for consumer, behind in lag.items():
             metrics.JOURNAL_LAG.labels(consumer).set(behind)
         metrics.JOURNAL_BYTES.set(self.agent.journal.payload_bytes)
+        await self._refresh_site_metrics()
         body = generate_latest(metrics.REGISTRY)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _refresh_site_metrics(self) -> None:
+        """The site's real-time PUE, power by role and stored KPIs (agent.api.prometheus)."""
+        if self.agent.site is None:
+            return
+        snapshot = self.follower.snapshot() if self.follower is not None else None
+        try:
+            kpis = await asyncio.to_thread(self.kpi_source, self.agent.settings)
+        except SourceUnavailableError as exc:
+            _log.warning("metrics: stored KPIs unavailable", error=str(exc))
+            kpis = None
+        refresh_site_metrics(self.agent.site.id, snapshot, kpis)
 
     def _site_id(self) -> str:
         if self.agent.site is None:

@@ -2,7 +2,9 @@
 
 Commands print results to stdout (:data:`out`) and problems to stderr (:data:`err`);
 an error ends the command through :func:`fail` with exit code 2 (usage or
-configuration) unless the command documents another.
+configuration) unless the command documents another (the codes are one table in
+README.md, "Exit codes", and constants in :mod:`agent.probe`). With ``--json`` the error
+is JSON on stdout too: ``{"error": …, "code": …}``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from agent.probe import EXIT_USAGE, error_exit
 from agent.settings import AgentSettings, ConfigError, load_settings
 from agent.site import Site, SiteError, load_site_for
 
@@ -40,10 +43,13 @@ err = Console(stderr=True)
 out = Console()
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print an error to stderr and return the Exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
-    return typer.Exit(code)
+def fail(message: str, code: int = EXIT_USAGE, *, as_json: bool | None = None) -> typer.Exit:
+    """Report an error and return the Exit to raise.
+
+    JSON (``{"error", "code"}`` on stdout) when ``as_json`` is true or, by default, when
+    the running command was given ``--json`` (its ``as_json`` parameter).
+    """
+    return error_exit(message, code, as_json=as_json)
 
 
 def settings_or_exit(config: Path | None, state_dir: Path | None = None) -> AgentSettings:

@@ -18,7 +18,7 @@ from agent.cli.common import (
     site_or_exit,
 )
 from agent.green import GreenLedger, GreenLedgerError
-from agent.kpi.from_store import compute_and_store_month
+from agent.kpi.from_store import compute_and_store_month, month_silences
 from agent.periods import PeriodError
 from agent.store import IntervalStore
 
@@ -37,9 +37,9 @@ def kpi(
     site = site_or_exit(settings, needed_for="nothing to compute")
     try:
         green = GreenLedger(settings.green_ledger_path()).frame()
-        kpis, choices = compute_and_store_month(
-            IntervalStore(settings.store_path()), site, green, period, threshold
-        )
+        store = IntervalStore(settings.store_path())
+        kpis, choices = compute_and_store_month(store, site, green, period, threshold)
+        silences = month_silences(store, site, period)
     except (PeriodError, GreenLedgerError) as exc:
         raise fail(str(exc)) from exc
     shown = kpis.filter(pl.col("period_kind").is_in(["month", "ttm"]))
@@ -47,8 +47,19 @@ def kpi(
         rows = shown.with_columns(
             pl.col("period_start", "period_end").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
         ).to_dicts()
+        silent = silences.with_columns(
+            pl.col("start", "end").dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        ).to_dicts()
         out.print_json(
-            json.dumps({"site": site.id, "period": period, "kpis": rows, "choices": choices})
+            json.dumps(
+                {
+                    "site": site.id,
+                    "period": period,
+                    "kpis": rows,
+                    "choices": choices,
+                    "silent_periods": silent,
+                }
+            )
         )
         return
     out.print(
@@ -64,5 +75,13 @@ def kpi(
         out.print(
             f"  {row['period_kind']:5} {row['metric']:28} {value:>24}  "
             f"coverage {row['coverage'] or 0:.1%}",
+            highlight=False,
+        )
+    out.print(f"silent periods (a meter with no reading): {silences.height}")
+    for gap in silences.iter_rows(named=True):
+        out.print(
+            f"  {gap['meter']:20} {gap['start']:%Y-%m-%d %H:%M}Z .. {gap['end']:%Y-%m-%d %H:%M}Z "
+            f"{gap['minutes']:7.0f} min  {gap['fill']:12} coverage {gap['covered']:.1%}"
+            f"{'  (imported)' if gap['imported'] else ''}",
             highlight=False,
         )

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from agent import metrics
 from agent.cli.common import ConfigOption, StateDirOption, fail, out, settings_or_exit
 from agent.report.run import ReportError, run_report
 from agent.report.verify import Check, verify_bundle
@@ -24,7 +25,10 @@ def report(
     state_dir: StateDirOption = None,
     green: Annotated[
         Path | None,
-        typer.Option(help="Green ledger (JSON list of {month, kind, energy_kwh, reference})."),
+        typer.Option(
+            help="Green file instead of the ledger `green add` keeps: that ledger's format, "
+            "`green list --json` output, or a JSON list of {month, kind, energy_kwh, reference}."
+        ),
     ] = None,
     coverage_threshold: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.95,
     policies_dir: Annotated[
@@ -53,6 +57,17 @@ def report(
         )
     except ReportError as exc:
         raise fail(str(exc)) from exc
+    except Exception as exc:
+        reason = metrics.storage_error(exc)
+        if reason is None:
+            raise
+        # Disk full or I/O error: the bundle is built in a ".partial" directory renamed
+        # only when complete, so nothing half-written looks like a bundle.
+        raise fail(
+            f"cannot write the report under {out_dir}: {reason}; no bundle was written "
+            "(free some space and run it again)",
+            code=1,
+        ) from exc
     out.print(f"bundle: {result.directory}", highlight=False, markup=False)
     if result.zip_path is not None:
         out.print(f"zip: {result.zip_path}", highlight=False, markup=False)

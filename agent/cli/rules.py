@@ -31,7 +31,16 @@ from agent.periods import PeriodError, parse_month
 from agent.schemas import KPI_SCHEMA
 from agent.settings import DEFAULT_POLICIES_DIR, AgentSettings
 from agent.store import IntervalStore
-from rules import POLICIES_DIR_ENV, LoadedPacks, Pack, Rule, evaluate_for_site, load_packs
+from rules import (
+    POLICIES_DIR_ENV,
+    LoadedPacks,
+    Pack,
+    Rule,
+    benefit_payments,
+    claim_state,
+    evaluate_for_site,
+    load_packs,
+)
 
 __all__ = ["evaluate_period", "list_packs", "rules_app"]
 
@@ -187,13 +196,18 @@ def evaluate_period(
         }
         typer.echo(json.dumps(document, ensure_ascii=False, default=str))
     else:
-        _print_findings(findings, site.id, period, explain=explain)
+        _print_findings(findings, site.id, period, benefit_payments(loaded), explain=explain)
     if loaded.errors:
         raise typer.Exit(1)
 
 
 def _print_findings(
-    findings: pl.DataFrame, site: str, period: str, *, explain: bool = False
+    findings: pl.DataFrame,
+    site: str,
+    period: str,
+    payments: dict[str, Any],
+    *,
+    explain: bool = False,
 ) -> None:
     out.print(f"[bold]Findings for {site}, {period}[/]", highlight=False)
     for (policy_id,), group in findings.group_by("policy_id", maintain_order=True):
@@ -204,11 +218,14 @@ def _print_findings(
         for column in ("rule", "result", "measured", "test", "cover", "benefit CNY", "notes"):
             table.add_column(column, overflow="fold")
         for row in group.iter_rows(named=True):
-            table.add_row(*_finding_cells(row, str(policy_id), explain=explain))
+            paid = payments.get(row["rule_id"])
+            table.add_row(*_finding_cells(row, str(policy_id), paid, explain=explain))
         out.print(table)
 
 
-def _finding_cells(row: dict[str, Any], policy_id: str, *, explain: bool) -> tuple[str, ...]:
+def _finding_cells(
+    row: dict[str, Any], policy_id: str, paid: Any, *, explain: bool
+) -> tuple[str, ...]:
     test = ""
     if row["comparator"] is not None:
         test = f"{row['window']} {row['metric']} {row['comparator']} {row['threshold']:g}"
@@ -217,7 +234,12 @@ def _finding_cells(row: dict[str, Any], policy_id: str, *, explain: bool) -> tup
     notes = []
     if row["result"] == "not_applicable" and row["policy_status"] in ("expired", "not_yet"):
         notes.append(f"policy {row['policy_status'].replace('_', ' ')}")
-    if row["first_met_period"]:
+    claim = claim_state(row, paid)
+    if claim is not None and claim[0] == "claim":
+        notes.append(f"claim once, first met {claim[1]}")
+    elif claim is not None:
+        notes.append(f"met, already claimable since {claim[1]}")
+    elif row["first_met_period"]:
         notes.append(f"first met {row['first_met_period']}")
     if row["warning_detail"]:
         notes.append(f"[bold yellow]WARNING[/] {escape(row['warning_detail'])}")

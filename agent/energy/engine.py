@@ -222,6 +222,11 @@ class IntervalEngine:
         self._kernel_state = self._from_state(state or EngineState())
         # Built from the kernel state when asked for (rows of departed meters are gone).
         self._state: EngineState | None = None
+        #: The last batch's readings resolved to meter indexes (``mi``, ``ts`` µs, ``value``):
+        #: what the aggregator's silence search reads instead of resolving them again.
+        self.resolved = pl.DataFrame(
+            schema={"mi": pl.UInt32(), "ts": pl.Int64(), "value": pl.Float64()}
+        )
 
     def _mi_of(self, meters: pl.Series) -> pl.Series:
         """Meter indexes of names (null for a meter no longer in the site)."""
@@ -305,6 +310,7 @@ class IntervalEngine:
             )
             .collect(engine=ENGINE)
         )
+        self.resolved = fresh.select("mi", "ts", "value")
         parts, self._kernel_state, late = kernel_feed(
             self._arrays, self._kernel_state, fresh, self.config
         )

@@ -23,13 +23,22 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from agent.energy.silence import describe_silences
 from agent.kpi.compute import DEFAULT_KINDS, compute_kpis, kpi_choices, sort_kpis
-from agent.periods import month_bounds, ttm_bounds, whole_hour_offsets
+from agent.periods import month_bounds, shift_month, ttm_bounds, whole_hour_offsets
 from agent.schemas import KPI_SCHEMA, PeriodKind
 from agent.site import Site
 from agent.store import IntervalStore, period_rollup
 
-__all__ = ["compute_and_store_month", "earlier_rows", "earlier_totals", "month_rows", "store_kpis"]
+__all__ = [
+    "compute_and_store_month",
+    "earlier_rows",
+    "earlier_totals",
+    "month_rows",
+    "month_silences",
+    "recorded_silences",
+    "store_kpis",
+]
 
 
 def earlier_rows(store: IntervalStore, site: Site, month: str) -> pl.LazyFrame:
@@ -134,3 +143,20 @@ def compute_and_store_month(
     )
     store.write_kpis(kpis, choices=choices)
     return kpis, choices
+
+
+def recorded_silences(store: IntervalStore, month: str) -> pl.DataFrame:
+    """Silent periods recorded in ``month`` or the month before (one may run into it)."""
+    return store.read_silences([shift_month(month, -1), month])
+
+
+def month_silences(store: IntervalStore, site: Site, month: str) -> pl.DataFrame:
+    """The meters' silent periods overlapping local month ``month``, with how they were filled.
+
+    :func:`agent.energy.silence.describe_silences` over the month's stored interval rows:
+    what ``kpi --json`` shows and what the report computes from its bundled rows.
+    """
+    start, end = month_bounds(month, site.timezone)
+    return describe_silences(
+        recorded_silences(store, month), store.scan_intervals(start, end), start, end
+    )

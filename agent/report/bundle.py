@@ -10,6 +10,7 @@ Layout (see ``docs/report.md``)::
       data/kpis.json                   every KPI (month, days, TTM, TTM history)
       data/findings.json               rule findings
       data/site.json, data/green.json  the site model and green ledger the KPIs used
+      data/silences.json               meters' silent periods and how their energy was filled
       journal.json                     journal chain hashes covering the month
       manifest.json, manifest.sig      SHA-256 of every file; Ed25519 signature
 
@@ -36,6 +37,7 @@ from typing import Any
 import polars as pl
 import zstandard
 
+from agent.energy.silence import describe_silences
 from agent.keys import SigningKey, public_key_pem
 from agent.kpi import KPI_ENGINE, compute_kpis
 from agent.periods import month_bounds, shift_month
@@ -53,7 +55,7 @@ from agent.report.manifest import (
 from agent.report.quality import event_table, meter_coverage
 from agent.report.render import MAX_TABLE_ROWS, ReportData, render_html, render_pdf
 from agent.report.rollup import local_days, local_hours
-from agent.schemas import FINDING_SCHEMA, INTERVAL_SCHEMA, KPI_SCHEMA, PeriodKind
+from agent.schemas import FINDING_SCHEMA, INTERVAL_SCHEMA, KPI_SCHEMA, SILENCE_SCHEMA, PeriodKind
 from agent.site import Site
 from rules import evaluate_for_site, load_packs
 
@@ -79,6 +81,7 @@ KPIS = "data/kpis.json"
 FINDINGS = "data/findings.json"
 SITE = "data/site.json"
 GREEN = "data/green.json"
+SILENCES = "data/silences.json"
 JOURNAL = "journal.json"
 
 
@@ -108,6 +111,8 @@ class ReportRequest:
     ``intervals`` may cover more than the month (it is filtered); ``history`` holds
     the earlier months at any granularity (rolled up per meter and local day).
     ``findings`` is ``None`` to run the rules engine, or a FINDING_SCHEMA frame.
+    ``silences`` holds the meters' recorded silent periods (``SILENCE_SCHEMA``; those
+    overlapping the month are shown with how their energy was filled).
     """
 
     site: Site
@@ -120,6 +125,7 @@ class ReportRequest:
     coverage_threshold: float = 0.95
     policies_dir: Path | None = None
     csv: bool = True
+    silences: pl.DataFrame | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,10 +384,10 @@ def build_bundle(
         coverage_threshold=request.coverage_threshold,
     )
     stages.done("kpis")
+    packs = load_packs(request.policies_dir)
     if request.findings is not None:
         findings, rules_engine = request.findings.select(FINDING_SCHEMA.names()), "supplied"
     else:
-        packs = load_packs(request.policies_dir)
         findings = evaluate_for_site(pl.concat([history_kpis, kpis]), site, month, packs)
         rules_engine = f"rules.evaluate_for_site ({', '.join(p.id for p in packs) or 'none'})"
     generated = datetime.now(UTC).replace(microsecond=0)
@@ -401,6 +407,16 @@ def build_bundle(
     _write_json(
         work / FINDINGS,
         {"engine": rules_engine, "findings": findings.to_dicts()},
+    )
+    silences = describe_silences(
+        request.silences if request.silences is not None else pl.DataFrame(schema=SILENCE_SCHEMA),
+        intervals,
+        start,
+        end,
+    )
+    _write_json(
+        work / SILENCES,
+        silences.with_columns(pl.col("start", "end").dt.strftime(_ISO)).to_dicts(),
     )
     _write_json(
         work / JOURNAL,
@@ -433,6 +449,8 @@ def build_bundle(
         breakdown=breakdown,
         coverage_threshold=request.coverage_threshold,
         generated=generated,
+        silences=silences,
+        packs={pack.id: pack for pack in packs},
     )
     stages.done("quality tables")
     for lang, (html_name, pdf_name) in report_file_names(langs).items():

@@ -67,7 +67,38 @@ def _metric(kpis: pl.DataFrame, kind: str, metric: str) -> pl.DataFrame:
     )
 
 
-def _daily_pue(kpis: pl.DataFrame, text: Mapping[str, str], thresholds: list[float]) -> bytes:
+Thresholds = list[tuple[float, str]]
+
+
+def _threshold_lines(ax: Axes, thresholds: Thresholds) -> None:
+    """Each policy threshold as a dashed line labelled at its right end (above the line)."""
+    for value, label in thresholds:
+        ax.axhline(value, color="#c0392b", ls="--", lw=0.8)
+        ax.annotate(
+            label,
+            (1.0, value),
+            xycoords=("axes fraction", "data"),
+            xytext=(-2, 2),
+            textcoords="offset points",
+            ha="right",
+            va="bottom",
+            fontsize=6.5,
+            color="#c0392b",
+            fontfamily=_font_family(),
+        )
+
+
+def _include(ax: Axes, values: list[float]) -> None:
+    """Widen the y axis so every value (a threshold, a marker) is inside it."""
+    if not values:
+        return
+    low, high = ax.get_ylim()
+    low, high = min(low, *values), max(high, *values)
+    pad = (high - low) * 0.08 or 0.01
+    ax.set_ylim(low - pad, high + pad)
+
+
+def _daily_pue(kpis: pl.DataFrame, text: Mapping[str, str], thresholds: Thresholds) -> bytes:
     fig, ax = _figure()
     rows = _metric(kpis, "day", "pue")
     days = [p[-2:] for p in rows["period"].to_list()]
@@ -82,30 +113,22 @@ def _daily_pue(kpis: pl.DataFrame, text: Mapping[str, str], thresholds: list[flo
             color="#c0392b",
             label=text["insufficient"],
         )
-        ax.legend(loc="upper right", fontsize=7)
-    for threshold in thresholds:
-        ax.axhline(threshold, color="#c0392b", ls="--", lw=0.8)
+        ax.legend(loc="upper left", prop={"family": _font_family(), "size": 7})
+    _include(ax, [v for v, _ in thresholds])
+    _threshold_lines(ax, thresholds)
     ax.set_xlabel(text["day"], fontfamily=_font_family())
     ax.set_ylabel("PUE")
     ax.tick_params(axis="x", labelsize=7)
     return _png(fig)
 
 
-def _ttm_pue(history: pl.DataFrame, text: Mapping[str, str], thresholds: list[float]) -> bytes:
+def _ttm_pue(history: pl.DataFrame, text: Mapping[str, str], thresholds: Thresholds) -> bytes:
     fig, ax = _figure()
     months = history["period"].to_list()
     values = [v if v is not None else float("nan") for v in history["value"].to_list()]
     ax.plot(months, values, marker="o", ms=4, color="#1d5a3a")
-    for threshold in thresholds:
-        ax.axhline(threshold, color="#c0392b", ls="--", lw=0.8)
-        ax.annotate(
-            f"{threshold:g}",
-            (0, threshold),
-            xycoords=("axes fraction", "data"),
-            fontsize=7,
-            color="#c0392b",
-            va="bottom",
-        )
+    _include(ax, [v for v, _ in thresholds])
+    _threshold_lines(ax, thresholds)
     ax.set_ylabel(text["ttm_axis"], fontfamily=_font_family())
     ax.tick_params(axis="x", labelsize=7, rotation=45)
     return _png(fig)
@@ -118,7 +141,9 @@ def _breakdown(breakdown: pl.DataFrame, text: Mapping[str, str]) -> bytes:
     parts = {"it": "e_it", "cooling": "cooling", "losses": "losses", "other": "other"}
     for part, column in parts.items():
         mwh = [v / 1000.0 for v in breakdown[column].to_list()]
-        ax.bar(days, mwh, bottom=bottom, color=_COLOURS[part], label=text[f"part_{part}"])
+        # Only parts that have energy get a legend item (an all-zero part draws nothing).
+        label = text[f"part_{part}"] if any(mwh) else None
+        ax.bar(days, mwh, bottom=bottom, color=_COLOURS[part], label=label)
         bottom = [a + b for a, b in zip(bottom, mwh, strict=True)]
     ax.set_ylabel("MWh")
     ax.set_xlabel(text["day"], fontfamily=_font_family())
@@ -132,22 +157,39 @@ def _green(kpis: pl.DataFrame, breakdown: pl.DataFrame, text: Mapping[str, str])
     fig, ax = _figure()
     days = [d[-2:] for d in breakdown["day"].to_list()]
     share = (breakdown["renewable"] / breakdown["e_dc"] * 100.0).fill_nan(None).to_list()
+    metered = any(v for v in share if v is not None)
+    # A legend item only for what is drawn: all-zero bars are invisible, so say so instead.
     ax.bar(
         days,
         [v if v is not None else 0.0 for v in share],
         color="#3a9a5b",
-        label=text["green_metered"],
+        label=text["green_metered"] if metered else None,
     )
-    month = _metric(kpis, "month", "ref")
-    if month.height and month["value"][0] is not None:
-        ax.axhline(
-            month["value"][0] * 100.0, color="#1d5a3a", ls="--", lw=1, label=text["green_month"]
+    if not metered:
+        ax.text(
+            0.5,
+            0.04,
+            text["green_metered_zero"],
+            transform=ax.transAxes,
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color="#3a9a5b",
+            fontfamily=_font_family(),
         )
+    month = _metric(kpis, "month", "ref")
+    # The month REF counts certificates and contracts too, so it may lie far above the
+    # metered daily bars: the axis takes both in, or the legend would name a line not drawn.
+    top = max([v for v in share if v is not None], default=0.0)
+    if month.height and month["value"][0] is not None:
+        ref = month["value"][0] * 100.0
+        ax.axhline(ref, color="#1d5a3a", ls="--", lw=1, label=f"{text['green_month']} {ref:.1f} %")
+        top = max(top, ref)
     ax.set_ylabel("%")
     ax.set_xlabel(text["day"], fontfamily=_font_family())
     ax.tick_params(axis="x", labelsize=7)
-    ax.set_ylim(0, max([v for v in share if v is not None], default=1.0) * 1.4)
-    ax.legend(loc="upper right", prop={"family": _font_family(), "size": 7})
+    ax.set_ylim(0, max(top, 1.0) * 1.3)
+    ax.legend(loc="upper left", prop={"family": _font_family(), "size": 7})
     return _png(fig)
 
 
@@ -157,7 +199,7 @@ def render_charts(
     ttm_history: pl.DataFrame,
     text: Mapping[str, str],
     *,
-    pue_thresholds: list[float] | None = None,
+    pue_thresholds: Thresholds | None = None,
 ) -> dict[str, bytes]:
     """Draw the four charts; returns PNG bytes by :data:`CHART_NAMES`.
 
@@ -166,7 +208,7 @@ def render_charts(
         breakdown: Daily energy by role (:func:`agent.report.breakdown.daily_breakdown`).
         ttm_history: Columns ``period``, ``value`` (TTM PUE per month), ``status``.
         text: Localised labels (see :mod:`agent.report.i18n`).
-        pue_thresholds: Policy thresholds drawn as dashed lines.
+        pue_thresholds: Policy thresholds ``(value, label)`` drawn as labelled dashed lines.
     """
     thresholds = sorted(set(pue_thresholds or []))
     with mpl.rc_context({"font.family": _font_family(), "axes.unicode_minus": False}):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["LANGUAGES", "ROLE_NAMES", "TEXT", "Lang"]
+__all__ = ["LANGUAGES", "POINT_NAMES", "ROLE_NAMES", "TEXT", "Lang"]
 
 Lang = Literal["zh", "en"]
 LANGUAGES: tuple[Lang, ...] = ("zh", "en")
@@ -32,7 +32,7 @@ TEXT: dict[Lang, dict[str, str]] = {
         "summary": "核心指标",
         "metric": "指标",
         "value": "数值",
-        "coverage": "数据覆盖率",
+        "coverage": "覆盖率",
         "status": "状态",
         "category_note": "测量类别",
         "pue_month": "月度 PUE（中期值）",
@@ -54,7 +54,7 @@ TEXT: dict[Lang, dict[str, str]] = {
         "energy_fossil": "化石能源电量",
         "co2_kg": "二氧化碳排放量（kg）",
         "carbon_traceability": "碳排放可溯源率（本代理定义：有电表或凭证证明来源的 E_DC 占比）",
-        "insufficient": "数据不足（insufficient data）",
+        "insufficient": "数据不足",
         "cue_factor": "排放因子 {factor} kgCO₂/kWh，来源：{source}（{year} 年）",
         "no_factor": "未申报排放因子，CUE 无法计算",
         "category_text": "第 {cat} 类（{name}）：IT 能耗在 {where} 计量",
@@ -71,6 +71,7 @@ TEXT: dict[Lang, dict[str, str]] = {
         "part_other": "其他",
         "green_metered": "计量绿电占比",
         "green_month": "本月 REF",
+        "green_metered_zero": "本月无计量绿电（无场内可再生能源或绿电合同电表），计量占比为 0 %",
         "quality": "数据质量",
         "coverage_per_meter": "各电表数据覆盖率",
         "meter": "电表",
@@ -127,6 +128,45 @@ TEXT: dict[Lang, dict[str, str]] = {
         "head_hash": "链头哈希",
         "batch_count": "批次数",
         "page": "第 {page} 页",
+        "ref_short": "绿色电力占比 REF（本月）",
+        "cue_short": "碳利用效率 CUE（本月）",
+        "ttm_short": "近十二个月",
+        "equipment_purchase": "设备购置金额",
+        "rack_idle": "机架空载阈值",
+        "operator_unset": "（站点模型未填写运营单位）",
+        "period_text": "{month}（{first} 至 {last}，含首尾两日；时区 {tz}）",
+        "operator": "运营单位",
+        "summary_page": "本月概要",
+        "own_findings": "本站适用政策的评估结论",
+        "own_findings_more": "另有 {n} 项为数据不足、需申报材料或仅报告数值的条款，详见“政策条款评估”。",
+        "no_own_findings": "本站无符合或不符合的结论（详见“政策条款评估”）。",
+        "policy": "政策文件",
+        "test": "条件",
+        "silent_summary": "静默时段（电表无读数 ≥ 15 分钟）：{n} 个，详见“数据质量”。",
+        "findings_detail": "政策条款评估（本站适用）",
+        "not_applicable_table": "不适用的政策条款（其他地区或不满足适用条件）",
+        "not_applicable_note": "以下条款经评估不适用于本站，仅列出以示完整。",
+        "reason": "不适用原因",
+        "silences": "静默时段（电表无读数）",
+        "silences_note": "电表连续无读数至少 15 分钟且超过其正常采样间隔 1.5 倍的时段（实时与导入数据均计入）；开始、结束为静默前后两次读数的时间。补数方式：寄存器插值、估算或缺失。",
+        "no_silences": "本月无静默时段。",
+        "silences_truncated": "仅列出前 {shown} 个（共 {total} 个）；完整列表见 data/silences.json。",
+        "minutes": "时长（分钟）",
+        "fill": "补数方式",
+        "fill_interpolated": "寄存器插值",
+        "fill_estimated": "估算",
+        "fill_missing": "缺失",
+        "covered": "覆盖",
+        "source": "来源",
+        "source_imported": "导入",
+        "source_live": "实时",
+        "signer": "签署人",
+        "signed_on": "签署日期",
+        "seal": "（单位公章）",
+        "signature_hand": "签字：",
+        "advisory_short": "参考性",
+        "declared_facts": "申报信息：",
+        "signer_unset": "（站点模型未填写签署人）",
     },
     "en": {
         "title": "Monthly Certified Data-Centre Energy Report",
@@ -185,6 +225,7 @@ TEXT: dict[Lang, dict[str, str]] = {
         "part_other": "other",
         "green_metered": "metered green share",
         "green_month": "month REF",
+        "green_metered_zero": "no metered green energy this month (no on-site renewable or green-contract meter): metered share 0 %",
         "quality": "Data quality",
         "coverage_per_meter": "Data coverage per meter",
         "meter": "Meter",
@@ -241,6 +282,45 @@ TEXT: dict[Lang, dict[str, str]] = {
         "head_hash": "head hash",
         "batch_count": "batches",
         "page": "page {page}",
+        "ref_short": "Green share REF (month)",
+        "cue_short": "CUE (month)",
+        "ttm_short": "TTM",
+        "equipment_purchase": "Equipment purchase price",
+        "rack_idle": "Rack idle threshold",
+        "operator_unset": "(operator organisation not set in the site model)",
+        "period_text": "{month} ({first} – {last}, both days included; time zone {tz})",
+        "operator": "Operator",
+        "summary_page": "Summary of the month",
+        "own_findings": "Findings of the policies that apply to this site",
+        "own_findings_more": '{n} more clauses have insufficient data, need documents or only report a figure: see "Policy findings".',
+        "no_own_findings": 'No clause is met or failed this month (see "Policy findings").',
+        "policy": "Policy document",
+        "test": "Test",
+        "silent_summary": 'Silent periods (a meter with no reading for 15 minutes or more): {n}; see "Data quality".',
+        "findings_detail": "Policy findings (applying to this site)",
+        "not_applicable_table": "Clauses that do not apply (other jurisdictions or conditions not met)",
+        "not_applicable_note": "These clauses were evaluated and do not apply to this site; they are listed so that none is hidden.",
+        "reason": "Why not applicable",
+        "silences": "Silent periods (no reading from a meter)",
+        "silences_note": "Spans of at least 15 minutes, and longer than 1.5 times the meter's usual spacing, without a reading (live and imported data alike); start and end are the readings around the silence. Fill: interpolated from the register, estimated, or missing.",
+        "no_silences": "No silent periods this month.",
+        "silences_truncated": "First {shown} of {total} shown; data/silences.json lists all.",
+        "minutes": "Minutes",
+        "fill": "Energy filled",
+        "fill_interpolated": "interpolated from registers",
+        "fill_estimated": "estimated",
+        "fill_missing": "missing",
+        "covered": "Covered",
+        "source": "Source",
+        "source_imported": "imported",
+        "source_live": "live",
+        "signer": "Signer",
+        "signed_on": "Signing date",
+        "seal": "(company seal 公章)",
+        "signature_hand": "Signature:",
+        "advisory_short": "advisory",
+        "declared_facts": "Declared: ",
+        "signer_unset": "(signer not set in the site model)",
     },
 }
 
@@ -269,6 +349,25 @@ ROLE_NAMES: dict[Lang, dict[str, str]] = {
     },
 }
 
+POINT_NAMES: dict[Lang, dict[str, str]] = {
+    "zh": {
+        "incomer": "进线",
+        "generation": "发电侧",
+        "ups_output": "UPS 输出端",
+        "pdu_output": "PDU 输出端",
+        "it_input": "IT 设备输入端",
+        "subsystem": "子系统",
+    },
+    "en": {
+        "incomer": "incomer",
+        "generation": "generation",
+        "ups_output": "UPS output",
+        "pdu_output": "PDU output",
+        "it_input": "IT equipment input",
+        "subsystem": "subsystem",
+    },
+}
+
 #: The methodology section, one paragraph per item; ``{threshold}`` is the coverage threshold.
 METHODOLOGY: dict[Lang, list[str]] = {
     "zh": [
@@ -285,7 +384,7 @@ METHODOLOGY: dict[Lang, list[str]] = {
         "机架上架率：报告期内平均功率高于申报空载阈值的机架数 / 申报机架数。时间按 UTC 存储，自然日与自然月按"
         "站点时区划分。",
         "数据包中的 data/intervals.parquet（及同内容的 CSV）包含本报告每个数字背后的区间电量；"
-        "`pue-agent verify` 会用这些数据和与本代理相同的计算规则重新计算全部指标并与 kpis.json 比对。",
+        "命令 pue-agent verify 会用这些数据和与本代理相同的计算规则重新计算全部指标并与 kpis.json 比对。",
     ],
     "en": [
         "PUE = E_DC / E_IT over the period's energy (kWh), never a ratio of powers. The annual PUE is "
@@ -308,7 +407,7 @@ METHODOLOGY: dict[Lang, list[str]] = {
         "threshold, over the declared rack count. Time is stored in UTC; days and months are "
         "calendar periods in the site's time zone.",
         "data/intervals.parquet (and the CSV with the same rows) holds the interval energy behind "
-        "every figure; `pue-agent verify` re-computes every KPI from it with the agent's own rules "
+        "every figure; the command pue-agent verify re-computes every KPI from it with the agent's own rules "
         "and compares the result with kpis.json.",
     ],
 }

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import base64
-import json
 import shutil
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -18,9 +17,11 @@ import jinja2
 import polars as pl
 
 from agent.report.charts import render_charts
-from agent.report.i18n import METHODOLOGY, ROLE_NAMES, TEXT, TITLE_ZH, Lang
+from agent.report.i18n import METHODOLOGY, POINT_NAMES, ROLE_NAMES, TEXT, TITLE_ZH, Lang
 from agent.report.rollup import EVENT_KINDS
+from agent.report.wording import FindingView, fact_value, view_finding
 from agent.site import Site
+from rules import Pack, benefit_payments
 
 __all__ = ["FONT_FAMILY", "FontError", "ReportData", "cjk_font", "render_html", "render_pdf"]
 
@@ -55,6 +56,10 @@ class ReportData:
     kpi_engine: str
     coverage_threshold: float
     generated: datetime
+    #: Silent periods of the month (``agent.energy.silence.SILENCE_VIEW_SCHEMA``).
+    silences: pl.DataFrame | None = None
+    #: The policy packs by id (the wording of findings: titles, clauses, benefits).
+    packs: Mapping[str, Pack] = field(default_factory=dict)
 
 
 @cache
@@ -105,7 +110,7 @@ def _num(value: float | None, digits: int = 3) -> str:
 
 
 def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f} %"
+    return "—" if value is None else f"{value * 100:.1f}\u00a0%"
 
 
 def _local(ts: datetime, site: Site) -> str:
@@ -199,34 +204,69 @@ def _category_short(category: int, lang: Lang) -> str:
     return f"第 {category} 类（{name}）" if lang == "zh" else f"category {category} ({name})"
 
 
-def _headline(data: ReportData, t: Mapping[str, str], lang: Lang) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for kind, key in (("month", "pue_month"), ("ttm", "pue_ttm")):
-        row = _kpi(data.kpis, kind, "pue")
-        if row is None or row["status"] != "ok" or row["value"] is None:
-            out[key] = t["insufficient"]
+def _headline(data: ReportData, t: Mapping[str, str], lang: Lang) -> list[dict[str, str]]:
+    """Page 1's boxes: monthly and annual PUE (category, coverage), REF and CUE."""
+    boxes = []
+    for kind, metric, key, digits in (
+        ("month", "pue", "pue_month", 3),
+        ("ttm", "pue", "pue_ttm", 3),
+        ("month", "ref", "ref_short", None),
+        ("month", "cue", "cue_short", 3),
+    ):
+        row = _kpi(data.kpis, kind, metric)
+        ok = row is not None and row["status"] == "ok" and row["value"] is not None
+        if not ok or row is None:
+            value = t["insufficient"]
+        elif digits is None:
+            value = _pct(row["value"])
         else:
-            out[key] = f"{row['value']:.3f}"
-        category = row["category"] if row and row["category"] is not None else None
-        cat = _category_short(int(category), lang) if category is not None else ""
-        coverage = _pct(row["coverage"]) if row else "—"
-        out[f"{key}_note"] = f"PUE · {cat} · {t['coverage']} {coverage}"
-    return out
+            value = _num(row["value"], digits)
+        notes = []
+        if row is not None and row["category"] is not None:
+            notes.append(_category_short(int(row["category"]), lang))
+        notes.append(f"{t['coverage']} {_pct(row['coverage']) if row else '—'}")
+        if metric == "ref":
+            ttm = _kpi(data.kpis, "ttm", "ref")
+            if ttm is not None:
+                ttm_ok = ttm["status"] == "ok" and ttm["value"] is not None
+                notes.append(
+                    f"{t['ttm_short']} {_pct(ttm['value']) if ttm_ok else t['insufficient']}"
+                )
+        if metric == "cue" and row is not None and row["unit"]:
+            notes.insert(0, str(row["unit"]))
+        boxes.append(
+            {
+                "label": t[key],
+                "value": value,
+                "insufficient": str(not ok),
+                "note": " · ".join(notes),
+            }
+        )
+    return boxes
 
 
 def _facts(site: Site, t: Mapping[str, str], lang: Lang) -> list[tuple[str, str]]:
     facts = site.facts
     rows: list[tuple[str, str]] = []
     if facts.racks is not None:
-        rows.append((t["racks"], str(facts.racks)))
+        rows.append((t["racks"], fact_value("racks", facts.racks, lang)))
     if facts.compute_share_pct is not None:
-        rows.append((t["compute_share"], f"{facts.compute_share_pct:g} %"))
+        rows.append(
+            (t["compute_share"], fact_value("compute_share_pct", facts.compute_share_pct, lang))
+        )
     if facts.province:
-        rows.append((t["province"], facts.province))
+        rows.append((t["province"], fact_value("province", facts.province, lang)))
     if facts.project_type:
-        rows.append((t["project_type"], facts.project_type))
+        rows.append((t["project_type"], fact_value("project_type", facts.project_type, lang)))
+    if facts.equipment_purchase_cny is not None:
+        rows.append(
+            (
+                t["equipment_purchase"],
+                fact_value("equipment_purchase_cny", facts.equipment_purchase_cny, lang),
+            )
+        )
     if facts.policies:
-        rows.append((t["policies"], ", ".join(facts.policies)))
+        rows.append((t["policies"], fact_value("policies", facts.policies, lang)))
     factor = facts.emission_factor
     if factor is not None:
         rows.append(
@@ -235,62 +275,45 @@ def _facts(site: Site, t: Mapping[str, str], lang: Lang) -> list[tuple[str, str]
                 f"{factor.kg_co2_per_kwh:g} kgCO₂/kWh · {factor.source} · {factor.year}",
             )
         )
-    rows.append(
-        (
-            "rack idle threshold" if lang == "en" else "机架空载阈值",
-            f"{facts.rack_idle_threshold_w:g} W",
-        )
-    )
+    rows.append((t["rack_idle"], f"{facts.rack_idle_threshold_w:g} W"))
     return rows
 
 
-def _findings(data: ReportData, t: Mapping[str, str], lang: Lang) -> list[dict[str, Any]]:
-    rows = []
-    for f in data.findings.sort("policy_id", "rule_id").iter_rows(named=True):
-        result = str(f["result"])
-        category = f["category"]
-        rows.append(
-            {
-                "rule_id": f["rule_id"],
-                "jurisdiction": f["jurisdiction"] or "",
-                "policy_status": f["policy_status"] or "",
-                "document": f["document"] or "",
-                "clause": f["clause"] or "",
-                "advisory": bool(f["advisory"]),
-                "measured": (
-                    t["insufficient"]
-                    if result == "insufficient_data"
-                    else _num(f["measured_value"], 3)
-                ),
-                "metric": f["metric"] or "",
-                "window": f["window"] or "",
-                "category": _category_short(int(category), lang) if category is not None else "",
-                "threshold": (
-                    f"{f['comparator'] or ''} {_num(f['threshold'], 3)}"
-                    if f["threshold"] is not None
-                    else "—"
-                ),
-                "coverage": _pct(f["coverage"]),
-                "result": t.get(f"result_{result}", result),
-                "result_class": {"eligible": "ok", "not_eligible": "bad"}.get(result, "note"),
-                "benefit": _num(f["benefit_cny"], 0),
-                "explanation": f["explanation"] or "",
-                "facts_used": _facts_used(f["facts_used"]),
-            }
-        )
-    return rows
+_RESULT_ORDER = {"eligible": 0, "not_eligible": 1, "insufficient_data": 2, "not_applicable": 3}
 
 
-def _facts_used(raw: str | None) -> str:
-    if not raw:
-        return ""
-    try:
-        facts = json.loads(raw)
-    except ValueError:
-        return raw
-    if isinstance(facts, dict):
-        return ", ".join(f"{k} = {v}" for k, v in facts.items())
-    return str(facts)
+def _findings(data: ReportData, lang: Lang) -> list[FindingView]:
+    """Every finding in words, the site's own first (eligible, not eligible, …)."""
+    payments = benefit_payments(data.packs.values())
+    views = []
+    for f in data.findings.iter_rows(named=True):
+        pack = data.packs.get(str(f["policy_id"]))
+        rule = next((r for r in pack.rules if r.id == f["rule_id"]), None) if pack else None
+        views.append(view_finding(f, pack, rule, data.site, lang, payments.get(str(f["rule_id"]))))
+    return sorted(views, key=lambda v: (_RESULT_ORDER.get(v.result, 9), v.rule_id))
+
+
+def _silence_rows(data: ReportData, t: Mapping[str, str]) -> tuple[list[dict[str, Any]], str]:
+    table = data.silences if data.silences is not None else pl.DataFrame()
+    total = table.height
+    rows = [
+        {
+            "meter": g["meter"],
+            "start": _local(g["start"], data.site),
+            "end": _local(g["end"], data.site),
+            "minutes": f"{g['minutes']:,.0f}",
+            "fill": t[f"fill_{g['fill']}"],
+            "missing": g["fill"] == "missing",
+            "covered": _pct(g["covered"]),
+            "energy": _num(g["energy_kwh"], 3),
+            "source": t["source_imported"] if g["imported"] else t["source_live"],
+        }
+        for g in table.head(MAX_TABLE_ROWS).iter_rows(named=True)
+    ]
+    note = ""
+    if total > MAX_TABLE_ROWS:
+        note = t["silences_truncated"].format(shown=MAX_TABLE_ROWS, total=total)
+    return rows, note
 
 
 def _coverage_rows(
@@ -352,7 +375,11 @@ def _inventory(
             "meter": m.id,
             "device": m.device,
             "role": roles.get(m.role.value, m.role.value),
-            "metering_point": m.metering_point.value if m.metering_point else "",
+            "metering_point": (
+                POINT_NAMES[lang].get(m.metering_point.value, m.metering_point.value)
+                if m.metering_point
+                else ""
+            ),
             "rack": m.rack or "",
             "in_formula": " ".join(
                 name for name, members in (("E_DC", in_dc), ("E_IT", in_it)) if m.id in members
@@ -379,15 +406,25 @@ def _formula(site: Site, name: str) -> str:
     return " ".join(f"{'+' if s > 0 else '−'} {m}" for s, m in terms).lstrip("+ ")
 
 
-def _thresholds(findings: pl.DataFrame) -> list[float]:
-    rows = findings.filter((pl.col("metric") == "pue") & pl.col("threshold").is_not_null())[
-        "threshold"
-    ]
-    return [float(v) for v in rows.unique().to_list()]
+def _thresholds(data: ReportData, views: list[FindingView]) -> list[tuple[float, str]]:
+    """The annual-PUE thresholds of the site's own findings, each with its label."""
+    own = {v.rule_id for v in views if v.outside is None}
+    rows = data.findings.filter(
+        pl.col("rule_id").is_in(list(own))
+        & (pl.col("metric") == "pue")
+        & pl.col("threshold").is_not_null()
+    )
+    labels: dict[float, list[str]] = {}
+    for f in rows.iter_rows(named=True):
+        labels.setdefault(float(f["threshold"]), []).append(
+            f"{f['comparator']} {f['threshold']:g} · {f['document']}"
+        )
+    return [(value, " / ".join(dict.fromkeys(names))) for value, names in sorted(labels.items())]
 
 
-def _chart_text(t: Mapping[str, str]) -> dict[str, str]:
-    return dict(t)
+def _last_day(data: ReportData) -> str:
+    """The period's last local day (the end is exclusive: 2026-11-01 00:00 -> 2026-10-31)."""
+    return (data.end - timedelta(microseconds=1)).astimezone(data.site.zone).strftime("%Y-%m-%d")
 
 
 def render_html(data: ReportData, lang: Lang) -> str:
@@ -395,12 +432,13 @@ def render_html(data: ReportData, lang: Lang) -> str:
     t = TEXT[lang]
     site = data.site
     font_family, font_file = cjk_font()
+    views = _findings(data, lang)
     charts = render_charts(
         data.kpis,
         data.breakdown,
         data.ttm_history,
-        _chart_text(t),
-        pue_thresholds=_thresholds(data.findings),
+        dict(t),
+        pue_thresholds=_thresholds(data, views),
     )
     captions = {
         "daily_pue": t["chart_daily_pue"],
@@ -420,8 +458,11 @@ def render_html(data: ReportData, lang: Lang) -> str:
     )
     coverage, coverage_note = _coverage_rows(data, t, lang)
     events, events_note = _event_rows(data, t)
+    silences, silences_note = _silence_rows(data, t)
     inventory, inventory_note = _inventory(data, t, lang)
-    last_day = data.end.astimezone(site.zone)
+    own = [v for v in views if v.outside is None]
+    first_day = data.start.astimezone(site.zone).strftime("%Y-%m-%d")
+    signed = data.generated.astimezone(site.zone).strftime("%Y-%m-%d")
     context = {
         "lang": lang,
         "html_lang": "zh-CN" if lang == "zh" else "en",
@@ -433,14 +474,18 @@ def render_html(data: ReportData, lang: Lang) -> str:
             "display_name": (site.name_zh or site.name) if lang == "zh" else site.name,
             "other_name": site.name if lang == "zh" and site.name_zh else (site.name_zh or ""),
             "timezone": site.timezone,
+            "operator": site.operator or t["operator_unset"],
+            "signer": site.signer or "",
         },
         "period": {
             "label": data.month,
-            "local_start": _local(data.start, site),
-            "local_end": last_day.strftime("%Y-%m-%d %H:%M"),
+            "text": t["period_text"].format(
+                month=data.month, first=first_day, last=_last_day(data), tz=site.timezone
+            ),
         },
         "category_text": t["category_text"].format(cat=category, name=cat_name, where=where),
         "generated": data.generated.strftime("%Y-%m-%d %H:%M:%S"),
+        "signed_on": signed,
         "headline": _headline(data, t, lang),
         "summary": _summary(data, t, lang) + _breakdown_rows(data, t),
         "cue_note": cue_note,
@@ -452,12 +497,18 @@ def render_html(data: ReportData, lang: Lang) -> str:
             }
             for name, png in charts.items()
         ],
-        "findings": _findings(data, t, lang),
+        "page1_findings": [v for v in own if v.result in ("eligible", "not_eligible") or v.warning],
+        "page1_other": sum(1 for v in own if v.result not in ("eligible", "not_eligible")),
+        "own_findings": own,
+        "outside_findings": [v for v in views if v.outside is not None],
+        "silence_count": data.silences.height if data.silences is not None else 0,
         "event_kinds": [{"label": t[f"kind_{k}"]} for k in EVENT_KINDS],
         "coverage": coverage,
         "coverage_note": coverage_note,
         "events": events,
         "events_note": events_note,
+        "silences": silences,
+        "silences_note": silences_note,
         "inventory": inventory,
         "inventory_note": inventory_note,
         "formula_dc": _formula(site, "e_dc"),

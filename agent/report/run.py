@@ -7,7 +7,6 @@ the operator's policy packs go into :func:`agent.report.bundle.build_bundle`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -15,6 +14,8 @@ from typing import Literal
 import polars as pl
 
 from agent import keys
+from agent.green import GreenLedger, GreenLedgerError, load_green_file
+from agent.kpi.from_store import recorded_silences
 from agent.periods import PeriodError, month_bounds, shift_month
 from agent.report.bundle import (
     HISTORY_MONTHS,
@@ -27,6 +28,7 @@ from agent.report.render import FontError
 from agent.report.sources import journal_summary, month_intervals, read_history
 from agent.settings import AgentSettings
 from agent.site import load_site_for
+from agent.store import IntervalStore
 
 __all__ = ["ReportError", "run_report"]
 
@@ -73,7 +75,19 @@ def run_report(
         if settings.journal_path.is_file()
         else None
     )
-    ledger = pl.DataFrame(json.loads(green.read_text(encoding="utf-8"))) if green else None
+    try:
+        # The ledger `pue-agent green` keeps, as `kpi` and the live findings read it,
+        # unless the caller names a file.
+        ledger = (
+            load_green_file(green)
+            if green is not None
+            else GreenLedger(settings.green_ledger_path()).frame()
+        )
+    except GreenLedgerError as exc:
+        raise ReportError(str(exc)) from exc
+    # The entries the bundle's figures can use: the month and the 22 before (TTM history).
+    months = [shift_month(month, -back) for back in range(HISTORY_MONTHS + 1)]
+    ledger = ledger.filter(pl.col("month").is_in(months))
     out_dir.mkdir(parents=True, exist_ok=True)
     with month_intervals(store, start, end) as intervals:
         request = ReportRequest(
@@ -87,6 +101,7 @@ def run_report(
             # The packs the live findings used (agent.toml) unless the caller names others.
             policies_dir=policies_dir or settings.policies_path(),
             csv=csv,
+            silences=recorded_silences(IntervalStore(store), month),
         )
         try:
             result = build_bundle(request, key, out_dir, langs, overwrite=overwrite)

@@ -32,14 +32,26 @@ import polars as pl
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.energy.silence import describe_silences
 from agent.journal import Journal
 from agent.keys import SigningKeyError, fingerprint, load_public_key
 from agent.kpi import GREEN_SCHEMA, KPI_ENGINE
+from agent.periods import month_bounds
 from agent.report.breakdown import BREAKDOWN_COLUMNS
-from agent.report.bundle import GREEN, HISTORY, INTERVALS, JOURNAL, KPIS, SITE, compute_bundle_kpis
+from agent.report.bundle import (
+    GREEN,
+    HISTORY,
+    INTERVALS,
+    JOURNAL,
+    KPIS,
+    SILENCES,
+    SITE,
+    compute_bundle_kpis,
+)
 from agent.report.manifest import BUNDLE_FORMAT, MANIFEST, SIGNATURE, sha256_stream
 from agent.report.rollup import local_hours
 from agent.report.sources import batch_hashes, rederive_intervals
+from agent.schemas import SILENCE_SCHEMA
 from agent.site import parse_site
 
 __all__ = ["Check", "VerifyResult", "verify_bundle"]
@@ -278,6 +290,39 @@ def _check_kpis(bundle: _Bundle) -> Check:
     )
 
 
+def _check_silences(bundle: _Bundle) -> Check:
+    """How each silent period was filled, re-derived from the bundled interval rows."""
+    stated = json.loads(bundle.read(SILENCES))
+    document = json.loads(bundle.read(KPIS))
+    site = parse_site(json.loads(bundle.read(SITE)), source=SITE)
+    start, end = month_bounds(str(document["month"]), site.timezone)
+    recorded = pl.DataFrame(
+        [{k: row[k] for k in SILENCE_SCHEMA.names()} for row in stated],
+        schema={**SILENCE_SCHEMA, "start": pl.String(), "end": pl.String()},
+    ).with_columns(
+        pl.col("start", "end").str.to_datetime(
+            "%Y-%m-%dT%H:%M:%SZ", time_zone="UTC", time_unit="us"
+        )
+    )
+    with bundle.local([INTERVALS]) as root:
+        computed = describe_silences(recorded, pl.scan_parquet(root / INTERVALS), start, end)
+    if computed.height != len(stated):
+        raise _fail(
+            "silences", f"{SILENCES} lists {len(stated)} periods, re-derived {computed.height}"
+        )
+    for row, other in zip(stated, computed.to_dicts(), strict=True):
+        for column in ("meter", "minutes", "fill", "covered", "energy_kwh"):
+            if not _same(row[column], other[column]):
+                raise _fail(
+                    "silences",
+                    f"{row['meter']} silent from {row['start']}: {SILENCES} says {column} = "
+                    f"{row[column]!r}, re-derived {other[column]!r}",
+                )
+    return Check(
+        "silences", "ok", f"{len(stated)} silent periods re-derived from {INTERVALS} match"
+    )
+
+
 def _compare_breakdown(stated: list[dict[str, Any]], computed: pl.DataFrame) -> int:
     rows = {r["day"]: r for r in computed.to_dicts()}
     if set(rows) != {r["day"] for r in stated}:
@@ -409,6 +454,8 @@ def verify_bundle(
         for check in _check_files(bundle, manifest):
             record(check)
         record(_check_kpis(bundle))
+        if SILENCES in names:
+            record(_check_silences(bundle))
         if journal is not None:
             for check in _check_journal(bundle, journal):
                 record(check)

@@ -24,21 +24,34 @@ from agent.sinks.lineprotocol import LineSpec, Precision, to_lines
 from agent.site import Site
 
 __all__ = [
+    "DERIVED_KINDS",
     "FRAME_KINDS",
     "MEASUREMENTS",
+    "REALTIME_SCHEMA",
     "FrameKind",
     "Serialised",
     "SiteTags",
     "serialise",
 ]
 
-FrameKind = Literal["readings", "gaps", "intervals", "kpis", "findings"]
-FRAME_KINDS: tuple[FrameKind, ...] = ("readings", "gaps", "intervals", "kpis", "findings")
+FrameKind = Literal["readings", "gaps", "realtime", "intervals", "kpis", "findings"]
+FRAME_KINDS: tuple[FrameKind, ...] = (
+    "readings",
+    "gaps",
+    "realtime",
+    "intervals",
+    "kpis",
+    "findings",
+)
+#: Kinds computed from the interval store (routed to ``derived_retention_policy`` /
+#: ``derived_bucket``); the others follow the journal (``retention_policy`` / ``bucket``).
+DERIVED_KINDS: frozenset[FrameKind] = frozenset({"intervals", "kpis", "findings"})
 
 #: Measurement per kind of frame. Stable: renaming one is a migration (docs/line-protocol.md).
 MEASUREMENTS: dict[FrameKind, str] = {
     "readings": "pue_reading",
     "gaps": "pue_gap",
+    "realtime": "pue_realtime",
     "intervals": "pue_interval",
     "kpis": "pue_kpi",
     "findings": "pue_finding",
@@ -62,6 +75,24 @@ _GAPS = LineSpec(
     tags={"site": "site", "device": "device"},
     fields={"readings": "readings", "reason": "reason", "duration_s": "duration_s"},
     time="first_ts",
+)
+#: The real-time PUE (a ratio of powers, from the site's E_DC / E_IT formulas:
+#: :class:`agent.realtime.LatestPower`), one point per journal batch that moved it.
+REALTIME_SCHEMA = pl.Schema(
+    {
+        "ts": pl.Datetime("us", "UTC"),
+        "pue": pl.Float64(),
+        "e_dc_power_w": pl.Float64(),
+        "e_it_power_w": pl.Float64(),
+        "meters_reporting": pl.Int64(),
+        "meters_total": pl.Int64(),
+    }
+)
+_REALTIME = LineSpec(
+    MEASUREMENTS["realtime"],
+    tags={"site": "site"},
+    fields={name: name for name in REALTIME_SCHEMA if name != "ts"},
+    time="ts",
 )
 _INTERVALS = LineSpec(
     MEASUREMENTS["intervals"],
@@ -259,6 +290,9 @@ def serialise(
     if kind == "gaps":
         frame = _site(frame, tags).with_columns(_duration("first_ts", "last_ts"))
         return _split_unwritable(frame, _GAPS, precision, columns, "no timestamp")
+    if kind == "realtime":
+        frame = _site(frame, tags)
+        return _split_unwritable(frame, _REALTIME, precision, columns, "no timestamp")
     if kind == "intervals":
         frame = (
             _site(frame, tags)

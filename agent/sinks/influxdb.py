@@ -28,18 +28,28 @@ Derived data (intervals, KPIs, findings) is written through
 sink's watermark (:mod:`agent.sinks.derived`) are written, and the watermark
 advances only after the server took them, so a sink that was down catches up the
 derived data too. At shutdown the sink waits for the aggregator's last refresh.
+
+Routing: raw readings, journal gaps and the real-time PUE go to ``retention_policy``
+(1.x) or ``bucket`` (2.x); intervals, KPIs and findings go to ``derived_retention_policy``
+or ``derived_bucket`` when set (else to the same place), so raw data can be kept short and
+KPIs forever (deploy/influxdb.md). The real-time PUE (measurement ``pue_realtime``) is
+computed from the site's E_DC / E_IT formulas over the latest power readings
+(:class:`agent.realtime.LatestPower`), one point per journal batch that moves it (of the
+newest 16 batches: a backlog being caught up yields none for its older batches).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,6 +62,7 @@ from agent.journal import JournalBatch
 from agent.logs import get_logger
 from agent.plugins import ConsumerContext
 from agent.readings import QUANTITIES
+from agent.realtime import LatestPower
 from agent.settings import AgentSettings, ConfigError, read_secret, validation_problems
 from agent.sinks.health import (
     SINK_BYTES,
@@ -61,7 +72,13 @@ from agent.sinks.health import (
     SinkHealth,
     redact,
 )
-from agent.sinks.influx_schema import FrameKind, SiteTags, serialise
+from agent.sinks.influx_schema import (
+    DERIVED_KINDS,
+    REALTIME_SCHEMA,
+    FrameKind,
+    SiteTags,
+    serialise,
+)
 from agent.sinks.influx_transport import (
     HttpOptions,
     Transport,
@@ -80,6 +97,8 @@ _log = get_logger("sinks.influxdb")
 #: Statuses worth retrying as they are: the server (or the path to it) is unwell.
 _RETRYABLE = {0, 408, 425, 429, 500, 502, 503, 504}
 _DATA_ERRORS = {400, 422}
+#: Journal batches behind the head that still yield real-time PUE points.
+REALTIME_TAIL = 16
 _AUTH_ERRORS = {401, 403}
 
 
@@ -93,10 +112,20 @@ class InfluxOptions(BaseModel):
     )
     url: str = Field(description="Base URL, e.g. https://influx.example:8086 (no credentials).")
     org: str | None = Field(None, description="v2: organisation.")
-    bucket: str | None = Field(None, description="v2: bucket.")
+    bucket: str | None = Field(None, description="v2: bucket (readings, gaps, real-time PUE).")
+    derived_bucket: str | None = Field(
+        None, description="v2: bucket for intervals, KPIs and findings (default: bucket)."
+    )
     token_secret: str | None = Field(None, description="v2: name of the token secret.")
     database: str | None = Field(None, description="v1: database.")
-    retention_policy: str | None = Field(None, description="v1: retention policy (default: db's).")
+    retention_policy: str | None = Field(
+        None, description="v1: retention policy of readings, gaps, real-time PUE (default: db's)."
+    )
+    derived_retention_policy: str | None = Field(
+        None,
+        description="v1: retention policy of intervals, KPIs, findings "
+        "(default: retention_policy).",
+    )
     username_secret: str | None = Field(None, description="v1: name of the user name secret.")
     password_secret: str | None = Field(None, description="v1: name of the password secret.")
     site: str | None = Field(None, description="Value of the site tag (default: the site id).")
@@ -120,6 +149,9 @@ class InfluxOptions(BaseModel):
     derived: bool = Field(
         True, description="Write intervals, KPIs and findings from the local store."
     )
+    realtime: bool = Field(
+        True, description="Write the real-time PUE (pue_realtime) when a site is configured."
+    )
     derived_interval_s: float = Field(
         5.0, gt=0, description="Shortest time between two looks at the local store."
     )
@@ -132,7 +164,11 @@ class InfluxOptions(BaseModel):
             missing = [n for n in ("org", "bucket", "token_secret") if getattr(self, n) is None]
             if missing:
                 raise ValueError(f"api v2 needs {', '.join(missing)}")
+            if self.derived_retention_policy is not None:
+                raise ValueError("derived_retention_policy is for api v1; use derived_bucket")
         else:
+            if self.derived_bucket is not None:
+                raise ValueError("derived_bucket is for api v2; use derived_retention_policy")
             if self.database is None:
                 raise ValueError("api v1 needs database")
             if (self.username_secret is None) != (self.password_secret is None):
@@ -161,6 +197,8 @@ class _Chunk:
     frames: list[pl.DataFrame]
     #: Journal sequence fully covered once this chunk and all before it are done.
     upto_seq: int
+    #: Real-time PUE rows (REALTIME_SCHEMA) computed from the batches of this chunk.
+    realtime: list[dict[str, Any]] = field(default_factory=list)
 
 
 class _AbortedError(Exception):
@@ -178,12 +216,17 @@ class InfluxSink:
     health: SinkHealth
     quarantine: Quarantine
     site: Site | None = None
+    #: Where intervals, KPIs and findings go, when not where the readings go.
+    derived_transport: Transport | None = None
     points_written: int = field(default=0, init=False)
     chunks_written: int = field(default=0, init=False)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _tags: SiteTags | None = field(default=None, init=False)
     _feed: DerivedFeed | None = field(default=None, init=False)
     _derived_at: float = field(default=float("-inf"), init=False)
+    _latest: LatestPower | None = field(default=None, init=False)
+    _realtime: list[dict[str, Any]] = field(default_factory=list, init=False)
+    _realtime_ts: datetime | None = field(default=None, init=False)
 
     # -- public -------------------------------------------------------------------------------
 
@@ -200,10 +243,20 @@ class InfluxSink:
             if o.readings is True
             else ("no raw readings" if o.readings is False else f"readings {o.readings}")
         )
+        derived = "intervals, KPIs, findings"
+        if self.derived_transport is not None:
+            derived += f" to {self.derived_transport.describe()}"
+        realtime = " + real-time PUE" if o.realtime else ""
         return (
-            f"influxdb: {self.transport.describe()}; {what} + intervals, KPIs, findings; "
+            f"influxdb: {self.transport.describe()}; {what}{realtime} + {derived}; "
             f"{o.batch_points} points/request, {o.max_in_flight} in flight"
         )
+
+    def _transport_for(self, kind: FrameKind) -> Transport:
+        """Derived kinds go to the derived target when one is configured."""
+        if kind in DERIVED_KINDS and self.derived_transport is not None:
+            return self.derived_transport
+        return self.transport
 
     def _site_tags(self) -> SiteTags:
         if self._tags is None:
@@ -228,8 +281,10 @@ class InfluxSink:
         return report
 
     async def close(self) -> None:
-        """Release the transport's connections."""
+        """Release the transports' connections."""
         await self.transport.aclose()
+        if self.derived_transport is not None:
+            await self.derived_transport.aclose()
 
     # -- derived data from the local store ----------------------------------------------------
 
@@ -293,6 +348,8 @@ class InfluxSink:
             self._feed = await asyncio.to_thread(
                 DerivedFeed.for_sink, self.name, self.settings, ctx.aggregators
             )
+        if self.options.realtime and self.site is not None and self._latest is None:
+            self._latest = LatestPower(self.site)
         read_after = await asyncio.to_thread(journal.cursor, self.name)
         inflight: deque[tuple[_Chunk, asyncio.Task[None]]] = deque()
         pending: list[pl.DataFrame] = []
@@ -307,6 +364,7 @@ class InfluxSink:
                     continue
                 batches = await asyncio.to_thread(journal.read, read_after, limit=16)
                 for batch in batches:
+                    self._track_realtime(batch, journal.head[0])
                     pieces = self._pieces(batch)
                     for i, piece in enumerate(pieces):
                         if not pending:
@@ -316,7 +374,7 @@ class InfluxSink:
                         # A batch split over chunks is complete only with its last piece.
                         pending_upto = batch.seq if i == len(pieces) - 1 else batch.seq - 1
                         if pending_rows >= self.options.batch_points:
-                            chunk = _Chunk("readings", pending, pending_upto)
+                            chunk = _Chunk("readings", pending, pending_upto, self._take_realtime())
                             pending, pending_rows = [], 0
                             await self._dispatch(ctx, inflight, chunk)
                     read_after = batch.seq
@@ -329,7 +387,8 @@ class InfluxSink:
                     or time.monotonic() - pending_since >= self.options.flush_interval_s
                 )
                 if due:
-                    await self._dispatch(ctx, inflight, _Chunk("readings", pending, pending_upto))
+                    chunk = _Chunk("readings", pending, pending_upto, self._take_realtime())
+                    await self._dispatch(ctx, inflight, chunk)
                     pending, pending_rows = [], 0
                     continue
                 if ctx.stopping.is_set() and not pending:
@@ -376,6 +435,36 @@ class InfluxSink:
                 task.cancel()
             await asyncio.gather(*(t for _, t in inflight), return_exceptions=True)
             await self.close()
+
+    def _track_realtime(self, batch: JournalBatch, head: int) -> None:
+        """Feed a readings batch to the latest powers; keep a row when the real-time PUE moved.
+
+        Only the newest :data:`REALTIME_TAIL` batches of the journal count: live that is
+        every batch, and catching up a backlog costs nothing for a figure that is about now.
+        """
+        if self._latest is None or batch.kind == "gap" or batch.seq <= head - REALTIME_TAIL:
+            return
+        self._latest.update(batch.frame)
+        snap = self._latest.snapshot()
+        if snap.pue_realtime is None or snap.as_of is None:
+            return
+        if self._realtime_ts is not None and snap.as_of <= self._realtime_ts:
+            return
+        self._realtime_ts = snap.as_of
+        self._realtime.append(
+            {
+                "ts": snap.as_of,
+                "pue": snap.pue_realtime,
+                "e_dc_power_w": snap.e_dc_power_w,
+                "e_it_power_w": snap.e_it_power_w,
+                "meters_reporting": snap.meters_reporting,
+                "meters_total": snap.meters_total,
+            }
+        )
+
+    def _take_realtime(self) -> list[dict[str, Any]]:
+        rows, self._realtime = self._realtime, []
+        return rows
 
     def _pieces(self, batch: JournalBatch) -> list[pl.DataFrame]:
         if batch.kind == "gap":
@@ -428,6 +517,9 @@ class InfluxSink:
             await self._write_frame("readings", frame)
         if gaps:
             await self._write_frame("gaps", pl.concat(gaps))
+        if chunk.realtime:
+            frame = pl.DataFrame(chunk.realtime, schema=REALTIME_SCHEMA)
+            await self._write_frame("realtime", frame)
         self.chunks_written += 1
 
     # -- writing ------------------------------------------------------------------------------
@@ -459,7 +551,7 @@ class InfluxSink:
 
     async def _write_lines(self, kind: FrameKind, lines: pl.Series) -> int:
         """Write lines; returns how many were accepted (the rest is quarantined)."""
-        outcome = await self._post(lines)
+        outcome = await self._post(lines, self._transport_for(kind))
         if outcome.ok:
             return lines.len()
         if outcome.status == 413 and lines.len() > 1:
@@ -468,14 +560,14 @@ class InfluxSink:
             return first + await self._write_lines(kind, lines.slice(half))
         return lines.len() - await self._settle(kind, lines, outcome)
 
-    async def _post(self, lines: pl.Series) -> WriteOutcome:
+    async def _post(self, lines: pl.Series, transport: Transport) -> WriteOutcome:
         """Post until the answer is a success or about the data; retry everything else."""
         # Off the event loop: the other requests in flight keep being served meanwhile.
         body = await asyncio.to_thread(encode_lines, lines)
         attempt = 0
         failing_since = time.monotonic()
         while True:
-            outcome = await self.transport.write(body)
+            outcome = await transport.write(body)
             if outcome.ok:
                 SINK_BYTES.labels(self.name).inc(len(body))
                 if self.health.alarm_kind in {"auth", "not_found", "unavailable", "refused"}:
@@ -483,7 +575,7 @@ class InfluxSink:
                 return outcome
             if outcome.status in _DATA_ERRORS or outcome.status == 413:
                 return outcome
-            reason = self._classify_failure(outcome, time.monotonic() - failing_since)
+            reason = self._classify_failure(outcome, time.monotonic() - failing_since, transport)
             SINK_FAILURES.labels(self.name, reason).inc()
             if self._stopping.is_set():
                 raise _AbortedError
@@ -495,7 +587,9 @@ class InfluxSink:
             attempt += 1
             await _wait(self._stopping, delay)
 
-    def _classify_failure(self, outcome: WriteOutcome, failing_for_s: float) -> str:
+    def _classify_failure(
+        self, outcome: WriteOutcome, failing_for_s: float, transport: Transport
+    ) -> str:
         status = outcome.status
         if status in _AUTH_ERRORS:
             what = (
@@ -513,7 +607,7 @@ class InfluxSink:
         if status == 404:
             self.health.raise_alarm(
                 "not_found",
-                f"sink {self.name!r}: HTTP 404 from {self.transport.describe()}: "
+                f"sink {self.name!r}: HTTP 404 from {transport.describe()}: "
                 f"{outcome.message[:300]}",
             )
             return "not_found"
@@ -554,7 +648,7 @@ class InfluxSink:
                 quarantined += part.len()
                 continue
             for group in _split(part, result.message):
-                answer = await self._post(group)
+                answer = await self._post(group, self._transport_for(kind))
                 if answer.ok:
                     continue
                 work.append((group, answer))
@@ -645,6 +739,7 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> Influx
     ca_file = settings.resolve(parsed.ca_file) if parsed.ca_file is not None else None
     secrets: list[str] = []
     transport: Transport
+    derived: Transport | None = None
     http = HttpOptions(
         gzip=parsed.gzip,
         ca_file=ca_file,
@@ -663,6 +758,10 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> Influx
             token=token,
             http=http,
         )
+        if parsed.derived_bucket not in (None, parsed.bucket):
+            derived = V2Transport(
+                parsed.url, org=parsed.org, bucket=parsed.derived_bucket, token=token, http=http
+            )
     else:
         assert parsed.database is not None
         username = password = None
@@ -670,19 +769,23 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> Influx
             username = read_secret(parsed.username_secret, settings).get_secret_value()
             password = read_secret(parsed.password_secret, settings)
             secrets.append(password.get_secret_value())
-        transport = V1Transport(
+        v1 = functools.partial(
+            V1Transport,
             parsed.url,
             database=parsed.database,
-            retention_policy=parsed.retention_policy,
             username=username,
             password=password,
             http=http,
         )
+        transport = v1(retention_policy=parsed.retention_policy)
+        if parsed.derived_retention_policy not in (None, parsed.retention_policy):
+            derived = v1(retention_policy=parsed.derived_retention_policy)
     return InfluxSink(
         name=name,
         options=parsed,
         settings=settings,
         transport=transport,
+        derived_transport=derived,
         health=SinkHealth(sink=name, secrets=secrets),
         quarantine=Quarantine(settings.state_dir, name),
     )

@@ -9,16 +9,24 @@ past the data, so quarantined data is never lost with the journal pruned.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from agent import metrics
+
 __all__ = ["Quarantine"]
+
+#: Retry delays of a quarantine write that hit a full disk: first, then doubling to the cap.
+_RETRY_FIRST_S = 0.2
+_RETRY_MAX_S = 2.0
 
 
 class Quarantine:
@@ -35,13 +43,42 @@ class Quarantine:
         if not records:
             return
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        delay_s = _RETRY_FIRST_S
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with self.path.open("a", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
+            while True:
+                try:
+                    self._write(text)
+                    break
+                except OSError as exc:
+                    reason = metrics.storage_error(exc)
+                    if reason is None:
+                        raise
+                    # Disk full: the sink's cursor must not pass data that is not kept, so
+                    # wait here (a worker thread) with the alarm raised until space returns.
+                    metrics.raise_alarm("storage", f"quarantine:{self.sink}", reason)
+                    time.sleep(delay_s)
+                    delay_s = min(delay_s * 2, _RETRY_MAX_S)
+            metrics.clear_alarm("storage", f"quarantine:{self.sink}")
             self.count += len(records)
+
+    def _write(self, text: str) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = text.encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                # Drop a partial record so that a retry appends whole lines only.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+        finally:
+            os.close(fd)
 
     def lines(self, lines: list[str], *, kind: str, status: int, message: str) -> None:
         """Quarantine line-protocol lines the server refused, with its status and message."""

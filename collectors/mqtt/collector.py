@@ -74,8 +74,6 @@ MQTT_CONNECTED = Gauge(
 
 _SYS_DROPPED = "$SYS/broker/publish/messages/dropped"
 _FINAL_FLUSH_TIMEOUT_S = 10.0
-#: Remembered journalled QoS 1/2 messages: the most the broker can have in flight to us.
-_RECENT_LIMIT = 65_536
 
 
 class RateLimitedLog:
@@ -113,7 +111,13 @@ class MqttCollector:
     #: Hashes of (topic, payload) of the last QoS 1/2 messages journalled. The broker
     #: redelivers (DUP flag) what it has no PUBACK for - also when our PUBACK was lost
     #: with the connection - so a DUP message seen here is acked, not journalled twice.
+    #: Right after a (re)connect copies come without the DUP flag too (a broker restarted
+    #: from an older saved queue, a publisher re-sending): then every QoS 1/2 message is
+    #: checked against ``_before`` (what was journalled before the session), until
+    #: ``_dedupe_until`` (monotonic seconds).
     _recent: Counter[int] = field(default_factory=Counter, init=False)
+    _dedupe_until: float = field(default=0.0, init=False)
+    _before: Counter[int] = field(default_factory=Counter, init=False)
     _recent_order: deque[int] = field(default_factory=deque, init=False)
     _logs: RateLimitedLog = field(default_factory=RateLimitedLog, init=False)
     _sys_dropped_base: int | None = field(default=None, init=False)
@@ -136,6 +140,10 @@ class MqttCollector:
             return list(self.options.subscriptions)
         topics = list(dict.fromkeys(rule.topic for rule in self.rules))
         return [Subscription(topic=t, qos=self.options.qos) for t in topics]
+
+    def polled_devices(self) -> list[str] | None:
+        """``None``: an MQTT collector's devices come from the topics at run time."""
+        return None
 
     def describe(self) -> str:
         """One line for ``pue-agent check``."""
@@ -205,6 +213,10 @@ class MqttCollector:
         client = BatchingClient(self.connection_spec(), inbox, on_sys=self._on_sys)
         async with client:
             self.connections += 1
+            self._dedupe_until = time.monotonic() + o.dedupe_window_s
+            # What was journalled before this session: the only messages a copy without
+            # the DUP flag can repeat (a snapshot, cheap next to a reconnect).
+            self._before = Counter(self._recent) if o.dedupe_window_s else Counter()
             MQTT_CONNECTED.labels(self.name).set(1)
             _log.info("connected", collector=self.name, host=o.host, port=o.broker_port())
             subs: list[tuple[str, int]] = [(s.topic, s.qos) for s in self.subscriptions()]
@@ -246,14 +258,20 @@ class MqttCollector:
     ) -> None:
         fresh: list[Received] = batch
         duplicates = 0
-        recent = self._recent
-        if recent and any(item[5] for item in batch):
+        recent, before = self._recent, self._before
+        resumed = bool(before) and time.monotonic() < self._dedupe_until
+        if recent and (resumed or any(item[5] for item in batch)):
             fresh = []
             for item in batch:
-                if item[5]:
+                if item[5] or (resumed and item[3]):
                     key = hash((item[0], bytes(item[1])))
-                    if recent[key] > 0:
+                    # A DUP may repeat anything journalled; a copy without the flag only
+                    # what was journalled before this session began, so that a device
+                    # repeating a payload within the session is never taken for a copy.
+                    if recent[key] > 0 and (item[5] or before[key] > 0):
                         recent[key] -= 1
+                        if before[key] > 0:
+                            before[key] -= 1
                         duplicates += 1
                         continue
                 fresh.append(item)
@@ -286,7 +304,7 @@ class MqttCollector:
                 key = hash((topic, bytes(payload)))
                 recent[key] += 1
                 order.append(key)
-        while len(order) > _RECENT_LIMIT:
+        while len(order) > self.options.dedupe_memory:
             old = order.popleft()
             recent[old] -= 1
             if recent[old] <= 0:

@@ -35,6 +35,8 @@ REJECT_REASONS = (
     "non_finite",
     "missing_field",
     "unknown_alias",
+    # An unforeseen exception while decoding one message: counted, never fatal to the batch.
+    "decode_error",
 )
 
 #: A received message: (topic, payload, receive time in seconds since the epoch).
@@ -69,10 +71,34 @@ def _number(value: object, optional: bool) -> float | None:
         raise _Reject("missing_field")
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Reject("wrong_type")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range, e.g. a 400-digit payload
+        raise _Reject("non_finite") from None
     if not math.isfinite(number):
         raise _Reject("non_finite")
     return number
+
+
+def _scaled_ok(value: float, scale: float) -> None:
+    """Reject a value that the mapping's scale would push beyond float range."""
+    product = value * scale
+    if product - product != 0.0:
+        raise _Reject("non_finite")
+
+
+def _ts_seconds(raw: object, divisor: float) -> float:
+    """A payload timestamp in seconds, NaN (untrusted) for anything not a plain number."""
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        try:
+            return float(raw) / divisor
+        except OverflowError:
+            return math.nan
+    return math.nan
+
+
+#: Sequence numbers beyond this are garbage, not counters (a gap of 10**400 cannot be counted).
+_MAX_SEQ = 2**63
 
 
 def _get(obj: object, path: tuple[str | int, ...] | str) -> object:
@@ -160,6 +186,10 @@ class Decoder:
             except _Reject as exc:
                 rejected[exc.reason] += 1
                 examples.setdefault(exc.reason, topic)
+            except Exception:  # noqa: BLE001 - one message must never stop the collector
+                # Nothing of this message was appended: every format appends last.
+                rejected["decode_error"] += 1
+                examples.setdefault("decode_error", topic)
         return DecodeResult(
             frame=self._frame(cols),
             accepted=accepted,
@@ -183,13 +213,12 @@ class Decoder:
         rule = route.rule
         ts = math.nan
         if route.ts_path is not None:
-            raw_ts = _get(doc, route.ts_path)
-            if isinstance(raw_ts, int | float) and not isinstance(raw_ts, bool):
-                ts = float(raw_ts) / _TS_DIVISOR[rule.timestamp_unit]
+            ts = _ts_seconds(_get(doc, route.ts_path), _TS_DIVISOR[rule.timestamp_unit])
         values = []
         for path, point, quantity, scale, optional in route.fields:
             value = _number(_get(doc, path), optional)
             if value is not None:
+                _scaled_ok(value, scale)
                 values.append((point, quantity, value, scale))
         lost = 0
         if route.seq_path is not None:
@@ -198,7 +227,7 @@ class Decoder:
         return lost
 
     def _sequence(self, device: str, seq: object) -> int:
-        if not isinstance(seq, int) or isinstance(seq, bool):
+        if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < _MAX_SEQ:
             return 0
         last = self._last_seq.get(device)
         self._last_seq[device] = seq
@@ -217,6 +246,7 @@ class Decoder:
         _, point, quantity, scale, optional = route.fields[0]
         value = _number(doc, optional)
         if value is not None:
+            _scaled_ok(value, scale)
             self._append(cols, route.device, [(point, quantity, value, scale)], math.nan, recv)
 
     def _sparkplug(
@@ -258,6 +288,7 @@ class Decoder:
             _, point, quantity, scale, optional = route.fields[index]
             value = _number(metric_value(metric), optional)
             if value is not None:
+                _scaled_ok(value, scale)
                 values.append((point, quantity, value, scale))
                 stamps.append(metric.timestamp / 1e3 if metric.timestamp else payload_ts)
         for (point, quantity, value, scale), ts in zip(values, stamps, strict=True):

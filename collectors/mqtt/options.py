@@ -59,6 +59,16 @@ class MqttOptions(BaseModel):
     max_pending_messages: int = Field(200_000, ge=1)
     max_payload_bytes: int = Field(65_536, ge=1)
     max_skew_s: float = Field(300.0, ge=0)
+    dedupe_window_s: float = Field(
+        30.0,
+        ge=0,
+        description="After each (re)connect, also drop copies without the DUP flag of "
+        "recently journalled QoS 1/2 messages: a restarted broker re-sends its saved queue, "
+        "and publishers re-send what it had not acknowledged, as new messages.",
+    )
+    dedupe_memory: int = Field(
+        65_536, ge=0, description="Journalled QoS 1/2 messages remembered for de-duplication."
+    )
     reconnect_initial_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(60.0, gt=0)
     watch_broker_drops: bool = Field(

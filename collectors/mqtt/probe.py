@@ -1,4 +1,10 @@
-"""``pue-agent probe mqtt BROKER TOPIC --mapping FILE``: print the readings a mapping yields."""
+"""``pue-agent probe mqtt BROKER TOPIC --mapping FILE``: print the readings a mapping yields.
+
+Exit codes (README.md, "Exit codes"): 0 listened (readings printed, possibly none);
+2 bad arguments or mapping; 3 broker unreachable (refused, timed out); 4 the broker
+refused the credentials; 6 other MQTT error; 7 host name cannot be resolved. With
+``--json`` an error is ``{"error": …, "code": …}`` on stdout.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +15,40 @@ import time
 from typing import Annotated
 from urllib.parse import urlsplit
 
+import aiomqtt
 import typer
+from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.probe import print_readings
+from agent.probe import (
+    EXIT_AUTH,
+    EXIT_PROTOCOL,
+    EXIT_UNREACHABLE,
+    EXIT_UNRESOLVED,
+    EXIT_USAGE,
+    error_exit,
+    print_readings,
+    resolve_host,
+)
 from agent.settings import ConfigError, read_secret
 from collectors.mqtt.connection import BatchingClient, ConnectionSpec, Inbox, tls_context
 from collectors.mqtt.decode import Decoder, DecodeResult
 from collectors.mqtt.mapping import TopicRouter, load_mapping
 
-__all__ = ["parse_broker", "probe", "register"]
+__all__ = ["exit_code_for", "parse_broker", "probe", "register"]
+
+#: CONNACK return codes (3.1.1) and reason codes (5) that mean "credentials refused".
+_AUTH_CODES = frozenset({4, 5, 134, 135})
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The probe's exit code for a failure to read from the broker."""
+    if isinstance(exc, aiomqtt.MqttCodeError):
+        rc = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
+        return EXIT_AUTH if rc in _AUTH_CODES else EXIT_PROTOCOL
+    if isinstance(exc, aiomqtt.MqttError | OSError | TimeoutError):
+        # aiomqtt turns connect-time OSErrors (refused, unreachable) and timeouts into MqttError.
+        return EXIT_UNREACHABLE
+    return EXIT_PROTOCOL
 
 
 def parse_broker(broker: str) -> tuple[str, int, bool]:
@@ -72,8 +103,10 @@ def register(probe_app: typer.Typer) -> None:
             password = read_secret(password_secret).get_secret_value() if password_secret else None
             context = tls_context(ca_file) if tls or ca_file else None
         except (ConfigError, ValueError, OSError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+            raise error_exit(str(exc), EXIT_USAGE) from None
+        unresolved = resolve_host(host)
+        if unresolved is not None:
+            raise error_exit(unresolved, EXIT_UNRESOLVED)
         spec = ConnectionSpec(
             host=host,
             port=port,
@@ -88,9 +121,9 @@ def register(probe_app: typer.Typer) -> None:
         decoder = Decoder(TopicRouter(rules), max_skew_s=max_skew_s)
         try:
             result = asyncio.run(probe(spec, topic, qos, decoder, seconds))
-        except Exception as exc:  # noqa: BLE001 - a probe reports any failure and exits 1
-            typer.echo(f"error: cannot read from {host}:{port}: {exc}", err=True)
-            raise typer.Exit(1) from None
+        except Exception as exc:  # noqa: BLE001 - a probe reports any failure with its code
+            message = f"cannot read from {host}:{port}: {exc or type(exc).__name__}"
+            raise error_exit(message, exit_code_for(exc)) from None
         print_readings(result.frame, as_json=as_json, extra={"mapping": mapping})
         summary = f"messages: {result.accepted} mapped, {result.ignored} ignored"
         for reason, count in sorted(result.rejected.items()):

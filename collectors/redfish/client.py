@@ -197,6 +197,8 @@ class RedfishClient:
             data = json.loads(response.content)
         except (ValueError, UnicodeDecodeError) as exc:
             raise RedfishBadResponseError(device, path, f"invalid JSON: {exc}") from None
+        except RecursionError:  # nesting deeper than the parser's recursion limit
+            raise RedfishBadResponseError(device, path, "invalid JSON: nested too deeply") from None
         if not isinstance(data, dict):
             raise RedfishBadResponseError(
                 device, path, f"expected a JSON object, got {type(data).__name__}"

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
+from agent import metrics
 from agent.logs import get_logger
 from agent.plugins import CollectorContext
 from agent.settings import AgentSettings, ConfigError, read_secret, validation_problems
@@ -50,6 +51,10 @@ class RedfishCollector:
     #: Pollers by device, available while :meth:`run` is running (tests, health).
     pollers: dict[str, DevicePoller] = field(default_factory=dict, init=False)
     polls: int = field(default=0, init=False)
+
+    def polled_devices(self) -> list[str]:
+        """The device names this collector's readings carry (``pue-agent check``)."""
+        return [d.name for d in self.options.devices]
 
     def describe(self) -> str:
         """One line for ``pue-agent check``."""
@@ -94,10 +99,19 @@ class RedfishCollector:
             await asyncio.sleep(offset_s)
             next_at = time.monotonic()
             while True:
-                result = await poller.poll()
-                self.polls += 1
-                if result.frame.height:
-                    await ctx.emit(result.frame.drop("source"))
+                try:
+                    result = await poller.poll()
+                except Exception:  # noqa: BLE001 - one device's bug must not stop the others
+                    # An answer nobody foresaw: keep the traceback, count a failed poll, and
+                    # poll again next interval (in the collector's TaskGroup it would stop
+                    # every device).
+                    _log.exception("poll crashed", collector=self.name, device=device.name)
+                    metrics.POLL_FAILURES.labels(self.name, device.name, "internal").inc()
+                    poller.plan = None  # walk the tree again next time
+                else:
+                    self.polls += 1
+                    if result.frame.height:
+                        await ctx.emit(result.frame.drop("source"))
                 next_at += interval
                 now = time.monotonic()
                 if next_at < now:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from agent.patterns import PatternError, expand_entry
 from collectors.redfish.profile import Tier
 
-__all__ = ["DeviceOptions", "RedfishOptions"]
+__all__ = ["DeviceDefaults", "DeviceOptions", "RedfishOptions"]
 
 
 class DeviceOptions(BaseModel):
@@ -50,11 +58,50 @@ class DeviceOptions(BaseModel):
         return self
 
 
+class DeviceDefaults(BaseModel):
+    """``[collectors.defaults]``: what many BMCs share; a device's own setting wins.
+
+    The password only by secret name, as on a device.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    auth: Literal["session", "basic", "none"] | None = None
+    username: str | None = None
+    password_secret: str | None = None
+    verify_tls: bool | None = None
+    ca_file: Path | None = None
+    prefer: list[Tier] | None = None
+
+
+def _expand_devices(devices: Any, defaults: DeviceDefaults) -> Any:
+    """Devices with ranges expanded and the defaults filled in.
+
+    ``name = "gpu-[001-040]"`` with ``url = "https://10.30.0.[11-50]"`` is 40 BMCs
+    (agent.patterns).
+    """
+    if not isinstance(devices, list):
+        return devices  # the model's validation names the problem
+    shared = defaults.model_dump(exclude_none=True)
+    expanded: list[Any] = []
+    for i, raw in enumerate(devices):
+        if not isinstance(raw, dict):
+            expanded.append(raw)
+            continue
+        try:
+            expanded += [{**shared, **one} for one in expand_entry(raw, "name")]
+        except PatternError as exc:
+            raise ValueError(f"entry {i}: {exc}") from None
+    return expanded
+
+
 class RedfishOptions(BaseModel):
     """The collector: its devices and the limits shared by all of them."""
 
     model_config = ConfigDict(extra="forbid")
 
+    # Before devices: their validator fills in what the (validated) defaults give.
+    defaults: DeviceDefaults = Field(default_factory=DeviceDefaults)
     devices: list[DeviceOptions] = Field(min_length=1)
     interval_s: float = Field(30.0, gt=0, description="Seconds between polls of a device.")
     timeout_s: float = Field(
@@ -67,6 +114,13 @@ class RedfishOptions(BaseModel):
         3600.0, gt=0, description="Walk the tree again after this long (and on any 404)."
     )
     profile: Path | None = Field(None, description="Profile file (default: built-in).")
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _expand(cls, devices: Any, info: ValidationInfo) -> Any:
+        # Invalid defaults are absent here and reported as their own field's problem.
+        defaults = info.data.get("defaults")
+        return _expand_devices(devices, defaults if defaults is not None else DeviceDefaults())
 
     @model_validator(mode="after")
     def _unique(self) -> RedfishOptions:

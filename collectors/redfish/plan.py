@@ -112,8 +112,21 @@ def read_path(doc: Any, path: tuple[str | int, ...]) -> Any:
 
 
 def is_number(value: Any) -> bool:
-    """A JSON number (not a bool) that is finite."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number (not a bool) that is finite as a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond float range: a hostile or broken BMC body
+        return False
+
+
+def _excerpt(value: Any, limit: int = 60) -> str:
+    """A short repr for an error message: a hostile body may hold a megabyte string."""
+    if isinstance(value, int) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"  # str() of 5,000 digits raises
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 class PlanEvaluator:
@@ -141,11 +154,14 @@ class PlanEvaluator:
                 value, scale = read_path(doc, alt_path), alt_scale
             if value is _MISSING or value is None:
                 continue  # the device has no value this poll: nothing to report
-            if not is_number(value):
+            scaled = float(value) * scale if is_number(value) else math.nan
+            if not math.isfinite(scaled):
                 where = ".".join(str(k) for k in extract.path)
-                self.problems.append(f"{fetch.path}: {where} is {value!r}, expected a number")
+                self.problems.append(
+                    f"{fetch.path}: {where} is {_excerpt(value)}, expected a finite number"
+                )
                 continue
-            self._add(extract.point, extract.quantity, float(value) * scale, 0, fetch.path)
+            self._add(extract.point, extract.quantity, scaled, 0, fetch.path)
 
     def finish(self, plan: PollPlan, ts: datetime) -> pl.DataFrame:
         """Form the derived readings and return the frame (:data:`PROBE_SCHEMA`)."""
@@ -160,7 +176,11 @@ class PlanEvaluator:
             if d.derived:
                 quality |= Quality.DERIVED
             source = " + ".join(self.sources[i] for i in rows)
-            self._add(d.point, d.quantity, sum(self.values[i] for i in rows), quality, source)
+            total = sum(self.values[i] for i in rows)
+            if not math.isfinite(total):  # finite parts can still overflow when added
+                self.problems.append(f"{source}: the sum for {d.point} overflows")
+                continue
+            self._add(d.point, d.quantity, total, quality, source)
         n = len(self.points)
         # Redfish resources carry no reading time we can trust: the receive time is used.
         return pl.DataFrame(

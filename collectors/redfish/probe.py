@@ -1,4 +1,10 @@
-"""``pue-agent probe redfish https://BMC``: discover once, poll once, print what was found."""
+"""``pue-agent probe redfish https://BMC``: discover once, poll once, print what was found.
+
+Exit codes (README.md, "Exit codes"): 0 readings printed; 2 bad arguments; 3 BMC
+unreachable (refused, timed out); 4 login or credentials refused; 6 other Redfish
+error (TLS certificate not accepted, bad answers, nothing readable); 7 host name cannot
+be resolved. With ``--json`` an error is ``{"error": …, "code": …}`` on stdout.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +17,36 @@ import typer
 from pydantic import SecretStr
 from rich.console import Console
 
-from agent.probe import print_readings
+from agent.probe import (
+    EXIT_AUTH,
+    EXIT_PROTOCOL,
+    EXIT_UNREACHABLE,
+    EXIT_UNRESOLVED,
+    EXIT_USAGE,
+    error_exit,
+    print_readings,
+    resolve_host,
+)
 from collectors.redfish.client import ClientConfig, RedfishClient
+from collectors.redfish.errors import (
+    RedfishAuthError,
+    RedfishConnectError,
+    RedfishTimeoutError,
+)
 from collectors.redfish.plan import PollResult
 from collectors.redfish.poller import DevicePoller
 from collectors.redfish.profile import load_profile
 
-__all__ = ["probe_once", "register"]
+__all__ = ["exit_code_for", "probe_once", "register"]
+
+
+def exit_code_for(errors: list[Exception]) -> int:
+    """The exit code for a poll that yielded nothing: its most telling error decides."""
+    if any(isinstance(e, RedfishAuthError) for e in errors):
+        return EXIT_AUTH
+    if any(isinstance(e, RedfishTimeoutError | RedfishConnectError) for e in errors):
+        return EXIT_UNREACHABLE
+    return EXIT_PROTOCOL
 
 
 async def probe_once(config: ClientConfig) -> tuple[DevicePoller, PollResult]:
@@ -61,12 +90,15 @@ def register(probe_app: typer.Typer) -> None:
             try:
                 password = SecretStr(password_file.read_text(encoding="utf-8").rstrip("\r\n"))
             except OSError as exc:
-                err.print(f"error: --password-file: {exc.strerror}: {password_file}")
-                raise typer.Exit(2) from exc
+                raise error_exit(
+                    f"--password-file: {exc.strerror}: {password_file}", EXIT_USAGE
+                ) from exc
         if user and password is None:
-            err.print("error: --user needs --password-file")
-            raise typer.Exit(2)
+            raise error_exit("--user needs --password-file", EXIT_USAGE)
         host = httpx.URL(url).host or url
+        unresolved = resolve_host(host)
+        if unresolved is not None:
+            raise error_exit(unresolved, EXIT_UNRESOLVED)
         config = ClientConfig(
             device=host,
             url=url,
@@ -83,9 +115,12 @@ def register(probe_app: typer.Typer) -> None:
         if poller.plan is not None:
             for line in poller.plan.summary:
                 info.print(line, highlight=False, markup=False)
-        for problem in result.errors:
+        failed = poller.plan is None or not result.frame.height
+        problems = result.errors[1:] if failed else result.errors
+        for problem in problems:
             err.print(f"error: {problem}", highlight=False, markup=False)
-        if result.frame.height:
+        if not failed:
             print_readings(result.frame, as_json=as_json, extra_columns=["source"])
-        if poller.plan is None or not result.frame.height:
-            raise typer.Exit(1)
+            return
+        first = str(result.errors[0]) if result.errors else f"{url}: no readings found"
+        raise error_exit(first, exit_code_for(result.errors))

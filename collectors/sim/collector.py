@@ -11,6 +11,7 @@ from typing import Any
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agent import metrics
 from agent.plugins import CollectorContext
 from agent.settings import AgentSettings, ConfigError, validation_problems
 from collectors.sim.simulator import SiteSimulator
@@ -49,6 +50,11 @@ class SimCollector:
             pdus=self.options.pdus, seed=self.options.seed, idle_share=self.options.idle_share
         )
 
+    def polled_devices(self) -> list[str]:
+        """The simulated devices (``pue-agent check``)."""
+        # A UPS is two simulated meters (input and output side) of one device.
+        return list(dict.fromkeys(d.device for d in self.simulator.devices))
+
     def describe(self) -> str:
         """One line for ``pue-agent check``."""
         o = self.options
@@ -65,10 +71,14 @@ class SimCollector:
         step = timedelta(seconds=o.interval_s)
         wall_step = o.interval_s / o.speed
         next_wall = time.monotonic()
+        # One simulated poll per device per tick, counted as the other collectors count theirs.
+        polls = [metrics.POLLS.labels(ctx.name, device) for device in self.polled_devices()]
         while o.end is None or sim_t < o.end:
             frames = []
             for _ in range(o.ticks_per_batch):
                 frames.append(self.simulator.tick(sim_t))
+                for counter in polls:
+                    counter.inc()
                 sim_t += step
                 if o.end is not None and sim_t >= o.end:
                     break

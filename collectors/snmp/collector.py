@@ -14,14 +14,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agent import metrics
 from agent.logs import get_logger
+from agent.patterns import expand_entry
 from agent.plugins import CollectorContext
 from agent.settings import AgentSettings, ConfigError, read_secret, validation_problems
 from collectors.snmp.client import (
@@ -94,8 +104,27 @@ class _Polling(BaseModel):
     max_oids_per_pdu: int | None = Field(None, ge=1, le=200)
 
 
+class _Defaults(_Polling):
+    """``[collectors.defaults]``: polling knobs, and what many devices share.
+
+    Credentials only by secret name (a community or v3 keys inline would be copied into
+    every device and every error message); a device's own setting wins.
+    """
+
+    port: int | None = Field(None, ge=1, le=65535)
+    community_secret: str | None = Field(None, description="Secret name of the community.")
+    v3: V3Options | None = None
+    profile: str | None = None
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> _Defaults:
+        if self.community_secret is not None and self.v3 is not None:
+            raise ValueError("give community_secret or v3, not both")
+        return self
+
+
 class DeviceOptions(_Polling):
-    """One ``[[collectors.devices]]`` entry."""
+    """One device (an entry of ``[[collectors.devices]]`` after pattern expansion)."""
 
     name: str = Field(min_length=1)
     host: str = Field(min_length=1)
@@ -109,10 +138,52 @@ class DeviceOptions(_Polling):
 
     @model_validator(mode="after")
     def _one_auth(self) -> DeviceOptions:
+        # None at all is fine here: [defaults] may supply them (checked in SnmpOptions).
         given = sum(x is not None for x in (self.community, self.community_secret, self.v3))
-        if given != 1:
+        if given > 1:
             raise ValueError("give exactly one of community, community_secret or v3")
         return self
+
+
+def _expand_devices(devices: Any) -> Any:
+    """``[[collectors.devices]]`` with ranges and host lists expanded, one entry per device.
+
+    ``name = "pdu-[001-200]"`` with ``host = "10.20.1.[11-210]"`` (a range of the same
+    length) or ``hosts = [...]`` (as many as the name expands to) is 200 devices.
+    """
+    if not isinstance(devices, list):
+        return devices  # the model's validation names the problem
+    expanded: list[Any] = []
+    for i, raw in enumerate(devices):
+        if not isinstance(raw, dict):
+            expanded.append(raw)
+            continue
+        entry = dict(raw)
+        hosts = entry.pop("hosts", None)
+        try:
+            if hosts is not None:
+                if "host" in entry:
+                    raise ValueError("give host or hosts, not both")
+                if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+                    raise ValueError("hosts: expected a list of host names or addresses")
+                if not hosts:
+                    raise ValueError("hosts: the list is empty")
+                # Other fields may hold ranges in step with the name's (agent.patterns).
+                entries = expand_entry(entry, "name")
+                if len(entries) != len(hosts):
+                    raise ValueError(
+                        f"name {entry.get('name')!r} expands to {len(entries)} device(s) but "
+                        f"hosts lists {len(hosts)}; write a range such as "
+                        f"\"pdu-[1-{len(hosts)}]\""
+                    )
+                expanded += [
+                    {**one, "host": host} for one, host in zip(entries, hosts, strict=True)
+                ]
+            else:
+                expanded += expand_entry(entry, "name")
+        except ValueError as exc:  # PatternError is one
+            raise ValueError(f"entry {i}: {exc}") from None
+    return expanded
 
 
 class SnmpOptions(BaseModel):
@@ -121,7 +192,7 @@ class SnmpOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     devices: list[DeviceOptions] = Field(min_length=1)
-    defaults: _Polling = Field(default_factory=_Polling)
+    defaults: _Defaults = Field(default_factory=_Defaults)
     max_concurrent: int = Field(256, ge=1, description="Polls in flight at once (healthy).")
     max_concurrent_failing: int = Field(
         16,
@@ -136,8 +207,27 @@ class SnmpOptions(BaseModel):
         "auto", description="auto: lean v2c codec, pysnmp for v3; pysnmp: pysnmp for all."
     )
 
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _expand(cls, devices: Any) -> Any:
+        return _expand_devices(devices)
+
     @model_validator(mode="after")
     def _check(self) -> SnmpOptions:
+        shared = self.defaults
+        for d in self.devices:
+            if d.community is None and d.community_secret is None and d.v3 is None:
+                if shared.community_secret is None and shared.v3 is None:
+                    raise ValueError(
+                        f"device {d.name!r}: give community_secret or v3 "
+                        "(on the device or in [collectors.defaults])"
+                    )
+                d.community_secret = shared.community_secret
+                d.v3 = shared.v3
+            if "port" not in d.model_fields_set and shared.port is not None:
+                d.port = shared.port
+            if "profile" not in d.model_fields_set and shared.profile is not None:
+                d.profile = shared.profile
         names = [d.name for d in self.devices]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -276,15 +366,22 @@ class SnmpCollector:
     #: Start every device's first poll at once instead of at a random phase (probe, tests).
     first_poll_now: bool = False
 
+    def polled_devices(self) -> list[str]:
+        """The device names this collector's readings carry (``pue-agent check``)."""
+        return [d.name for d in self.options.devices]
+
     def describe(self) -> str:
         """One line for ``pue-agent check``."""
         n = len(self.options.devices)
         intervals = sorted(
             {_knob(d, self.options.defaults, "interval_s") for d in self.options.devices}
         )
+        # Per profile: after range entries expand, the operator sees what a line became.
+        by_profile = Counter(d.profile for d in self.options.devices)
         return (
             f"snmp: {n} device(s) every {'/'.join(f'{i:g}' for i in intervals)} s, "
             f"{len(self.profiles)} profiles, at most {self.options.max_concurrent} polls at once"
+            f" ({', '.join(f'{count} {name}' for name, count in sorted(by_profile.items()))})"
         )
 
     def _credentials(self, d: DeviceOptions) -> tuple[SecretStr | None, V3Credentials | None]:

@@ -388,7 +388,15 @@ def _convert(raw: Value, m: _Compiled, result: PollResult) -> float | None:
         if m.limit is not None and not 0 <= raw < m.limit:
             result.bad_values += 1
             return None
-        return raw * m.mul / m.div + m.offset
+        try:
+            value = raw * m.mul / m.div + m.offset
+        except OverflowError:  # a BER INTEGER may be any length; a float is not
+            result.bad_values += 1
+            return None
+        if value - value != 0.0:  # scaling pushed it to +-inf
+            result.bad_values += 1
+            return None
+        return value
     if isinstance(raw, bytes):
         # Some agents (Liebert flexible tables) send numbers as text.
         try:
@@ -404,7 +412,11 @@ def _convert(raw: Value, m: _Compiled, result: PollResult) -> float | None:
         ):
             result.sentinels += 1
             return None
-        return number * m.mul / m.div + m.offset
+        number = number * m.mul / m.div + m.offset
+        if number - number != 0.0:  # 1e308 scaled up overflows
+            result.bad_values += 1
+            return None
+        return number
     result.missing += 1
     return None
 

@@ -1,7 +1,9 @@
 """``pue-agent probe snmp HOST[:PORT]``: poll one device once and print its readings.
 
-Exit codes: 0 readings printed; 2 bad arguments; 3 timeout; 4 SNMPv3
-authentication/privacy failure; 5 no matching profile; 6 other SNMP error.
+Exit codes (README.md, "Exit codes"): 0 readings printed; 2 bad arguments; 3 timeout;
+4 SNMPv3 authentication/privacy failure; 5 no matching profile, or the forced
+``--profile`` yields no readings; 6 other SNMP error; 7 host name cannot be resolved.
+With ``--json`` an error is ``{"error": …, "code": …}`` on stdout.
 """
 
 from __future__ import annotations
@@ -10,11 +12,20 @@ import asyncio
 import os
 from typing import Annotated
 
+import polars as pl
 import typer
 from pydantic import SecretStr
-from rich.console import Console
 
-from agent.probe import print_readings
+from agent.probe import (
+    EXIT_AUTH,
+    EXIT_NO_PROFILE,
+    EXIT_PROTOCOL,
+    EXIT_UNREACHABLE,
+    EXIT_UNRESOLVED,
+    error_exit,
+    print_readings,
+    resolve_host,
+)
 from collectors.snmp.client import (
     AUTH_PROTOCOLS,
     PRIV_PROTOCOLS,
@@ -32,12 +43,8 @@ from collectors.snmp.profiles import ProfileError, load_profiles
 
 __all__ = ["parse_target", "register"]
 
-_err = Console(stderr=True)
-
-EXIT_TIMEOUT = 3
-EXIT_AUTH = 4
-EXIT_NO_PROFILE = 5
-EXIT_SNMP = 6
+EXIT_TIMEOUT = EXIT_UNREACHABLE
+EXIT_SNMP = EXIT_PROTOCOL
 
 
 def parse_target(target: str) -> tuple[str, int]:
@@ -167,20 +174,29 @@ def register(probe_app: typer.Typer) -> None:
                 priv_key=_secret(None, v3_priv_key_env),
                 context=v3_context,
             )
+        unresolved = resolve_host(host)
+        if unresolved is not None:
+            raise error_exit(unresolved, EXIT_UNRESOLVED)
         try:
             buffer, profile_used = asyncio.run(
                 _probe(host, port, _secret(community, None), v3, profile, timeout_s, retries)
             )
         except SnmpTimeoutError as exc:
-            _err.print(f"error: timeout: {exc}", highlight=False, markup=False)
-            raise typer.Exit(EXIT_TIMEOUT) from None
+            raise error_exit(f"timeout: {exc}", EXIT_TIMEOUT) from None
         except SnmpAuthError as exc:
-            _err.print(f"error: authentication: {exc}", highlight=False, markup=False)
-            raise typer.Exit(EXIT_AUTH) from None
+            raise error_exit(f"authentication: {exc}", EXIT_AUTH) from None
         except (NoProfileError, ProfileError) as exc:
-            _err.print(f"error: no profile: {exc}", highlight=False, markup=False)
-            raise typer.Exit(EXIT_NO_PROFILE) from None
+            raise error_exit(f"no profile: {exc}", EXIT_NO_PROFILE) from None
         except SnmpError as exc:
-            _err.print(f"error: {exc}", highlight=False, markup=False)
-            raise typer.Exit(EXIT_SNMP) from None
-        print_readings(buffer.take(), as_json=as_json, extra={"profile": profile_used})
+            raise error_exit(str(exc), EXIT_SNMP) from None
+        readings = buffer.take()
+        if readings.filter(pl.col("point") != "sys.uptime").is_empty():
+            # A forced profile is not checked against the device: nothing but the uptime
+            # every profile reads means it is the wrong one (an auto-detected profile that
+            # reads nothing else is as useless).
+            raise error_exit(
+                f"no profile: profile {profile_used!r} yields no readings from {target} "
+                "(only sys.uptime); try --profile auto or another profile",
+                EXIT_NO_PROFILE,
+            )
+        print_readings(readings, as_json=as_json, extra={"profile": profile_used})

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "foundation",
         ("agent", "agent.logs", "agent.metrics", "agent.readings", "agent.schemas",
-         "agent.periods"),
+         "agent.periods", "agent.patterns"),
     ),
     ("config", ("agent.settings", "agent.site")),
     ("durable", ("agent.journal", "agent.plugins", "agent.keys", "agent.realtime", "agent.probe")),

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,10 @@ from agent.api.sources import evaluate_findings, stored_kpis
 from agent.cli import app
 from agent.plugins import build_consumer
 from agent.report.run import run_report
-from agent.schemas import INTERVAL_SCHEMA
 from agent.settings import AgentSettings, load_settings
 from agent.site import Site, load_site_for
 from agent.store import IntervalStore
+from tests.kpi.helpers import constant_intervals
 from tests.rules.helpers import SITE_TOML
 
 MONTH = "2026-10"
@@ -57,24 +57,7 @@ def _fill(settings: AgentSettings) -> None:
     """Thirteen full months of 15-minute intervals: 1.15 kWh grid per 1 kWh IT (PUE 1.15)."""
     start = datetime(2025, 9, 30, 16, tzinfo=UTC)  # 2025-10-01 00:00 +08:00
     end = datetime(2026, 10, 31, 16, tzinfo=UTC)  # 2026-11-01 00:00 +08:00
-    step = timedelta(minutes=15)
-    starts = pl.datetime_range(
-        start, end, step, closed="left", eager=True, time_unit="us", time_zone="UTC"
-    )
-    frame = pl.concat(
-        pl.DataFrame(
-            {
-                "meter": meter,
-                "interval_start": starts,
-                "interval_end": starts + step,
-                "energy_kwh": energy_kwh,
-                "coverage": 1.0,
-                "flags": 0,
-                "method": "register",
-            }
-        )
-        for meter, energy_kwh in (("grid-1", 1.15), ("pdu-1", 1.0))
-    ).cast(INTERVAL_SCHEMA)
+    frame = constant_intervals({"grid-1": 1.15, "pdu-1": 1.0}, start, end)
     IntervalStore(settings.store_path()).write_intervals(frame, tag="000000000001")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +161,75 @@ def test_check_names_the_aggregators_old_kind(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "sink store: interval energy every 60 s" in result.stdout
     assert "'local_store' is the aggregator's old name" in result.stdout
+
+
+def _check_with(
+    tmp_path: Path, site_text: str, config_extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "site.toml").write_text(site_text, encoding="utf-8")
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'state_dir = "{tmp_path}/state"\nsite_file = "site.toml"\n{config_extra}',
+        encoding="utf-8",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "check", "--config", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+
+
+SIM = '[[collectors]]\nkind = "sim"\nname = "sim"\npdus = 2\n'
+MQTT = (
+    '[[collectors]]\nkind = "mqtt"\nname = "meters"\nhost = "127.0.0.1"\n'
+    'mappings = ["shelly_gen2"]\n'
+)
+
+
+def test_meter_whose_device_no_collector_polls_names_file_and_line(tmp_path: Path) -> None:
+    # The sim collector polls grid-1, grid-2, pv-1, ups-*, pdu-001, pdu-002, chiller-1, …:
+    # GOOD_SITE's grid-a and pdu-01 are polled by nothing, chiller-1 is.
+    result = _check_with(tmp_path, GOOD_SITE, SIM)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = GOOD_SITE.splitlines()
+    for device in ("grid-a", "pdu-01"):
+        line = lines.index(f'device = "{device}"') + 1
+        assert (
+            f"site.toml:{line}: meter '{device}': device '{device}' is polled by no collector"
+        ) in result.stderr
+    assert "chiller-1" not in result.stderr
+    fixed = GOOD_SITE.replace('device = "grid-a"', 'device = "grid-1"').replace(
+        'device = "pdu-01"', 'device = "pdu-001"'
+    )
+    assert _check_with(tmp_path, fixed, SIM).returncode == 0
+
+
+def test_meters_left_to_an_mqtt_collector_are_accepted_and_listed(tmp_path: Path) -> None:
+    result = _check_with(tmp_path, GOOD_SITE, SIM + MQTT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "meters expected from meters (topics, at run time): grid-a, pdu-01" in result.stdout
+
+
+def test_missing_report_font_fails_when_reports_are_configured(tmp_path: Path) -> None:
+    # A fontconfig that knows no fonts: fc-match offers nothing CJK.
+    fonts = tmp_path / "fonts.conf"
+    fonts.write_text(
+        f"<?xml version='1.0'?><fontconfig><cachedir>{tmp_path}/fc</cachedir></fontconfig>"
+    )
+    no_fonts = {"FONTCONFIG_FILE": str(fonts)}
+    # No signing key and no timer: this host makes no reports, the font is not needed.
+    assert _check_with(tmp_path, GOOD_SITE, "", no_fonts).returncode == 0
+    keys = tmp_path / "state" / "keys"
+    keys.mkdir(parents=True)
+    (keys / "report-signing.key").write_text("placeholder: only its presence matters\n")
+    result = _check_with(tmp_path, GOOD_SITE, "", no_fonts)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Noto Sans CJK SC" in result.stderr
+    assert "apt-get install fonts-noto-cjk" in result.stderr
+    installed = _check_with(tmp_path, GOOD_SITE, "")
+    assert installed.returncode == 0, installed.stderr
+    assert "reports: font Noto Sans CJK" in installed.stdout

@@ -105,3 +105,33 @@ def hourly_parts_summed(store: Any, start: Any, end: Any) -> pl.LazyFrame:
     return frame.group_by("meter", "interval_start", "interval_end").agg(
         pl.col("energy_kwh").sum()
     )
+
+
+def constant_intervals(
+    energy_kwh_by_meter: dict[str, float],
+    start: datetime,
+    end: datetime,
+    step: timedelta = timedelta(minutes=15),
+) -> pl.DataFrame:
+    """Fully covered register intervals of ``step`` in ``[start, end)``, constant per meter.
+
+    The energy of a meter over any whole number of intervals is its constant times the
+    count, so expected KPIs follow by arithmetic stated in the test.
+    """
+    starts = pl.datetime_range(
+        start, end, step, closed="left", eager=True, time_unit="us", time_zone="UTC"
+    )
+    return pl.concat(
+        pl.DataFrame(
+            {
+                "meter": meter,
+                "interval_start": starts,
+                "interval_end": starts + step,
+                "energy_kwh": energy_kwh,
+                "coverage": 1.0,
+                "flags": 0,
+                "method": "register",
+            }
+        )
+        for meter, energy_kwh in energy_kwh_by_meter.items()
+    ).cast(INTERVAL_SCHEMA)

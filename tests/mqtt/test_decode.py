@@ -208,3 +208,40 @@ def test_builtin_mappings_load() -> None:
     shelly = load_mapping("shelly_gen2")
     assert [r.topic for r in shelly.rules][:2] == ["+/status/em:0", "+/status/emdata:0"]
     assert load_mapping("sparkplug_b").rules[0].format == "sparkplug_b"
+
+
+def test_hostile_values_are_rejected_by_reason_and_never_raise() -> None:
+    now = time.time()
+    huge = "9" * 400
+    deep = "[" * 100_000 + "]" * 100_000
+    messages = [
+        ("m/b/num", huge.encode(), now),  # issue 22: OverflowError in float()
+        ("m/b/num", ("-" + huge).encode(), now),
+        ("m/a/json", f'{{"p": {huge}}}'.encode(), now),
+        ("m/a/json", f'{{"p": 1, "t": {huge}}}'.encode(), now),  # huge timestamp: untrusted
+        ("m/b/num", ("9" * 5000).encode(), now),  # beyond int_max_str_digits: malformed
+        ("m/b/num", b"1e308", now),  # finite, but 1e308 * 1000 overflows after scaling
+        ("m/a/json", deep.encode(), now),  # RecursionError inside the C parser
+        ("m/a/json", ('{"p": ' * 5000 + "1" + "}" * 5000).encode(), now),
+        ("m/a/json", b'{"p": 1' + b" " * 1_000_000 + b"}", now),  # 1 MB
+        ("m/b/num", b"-Infinity", now),
+        ("m/b/num", b"NaN", now),
+        ("m/b/num", b"1e309", now),
+        ("m/b/num", b"-1e309", now),
+    ]
+    rules = [
+        *RULES[:1],
+        Rule.model_validate(
+            {
+                "topic": "m/+/num",
+                "segments": "_/device",
+                "format": "number",
+                "fields": [{"point": "energy", "quantity": "energy_kwh", "scale": 1000}],
+            }
+        ),
+    ]
+    result = Decoder(TopicRouter(rules), max_payload_bytes=2_000_000).decode(messages)
+    assert dict(result.rejected) == {"non_finite": 8, "malformed": 3}
+    assert result.accepted == 2  # the 1 MB message and the huge-timestamp one
+    assert result.frame["value"].to_list() == [1.0, 1.0]
+    assert result.frame["quality"].to_list() == [Quality.RECEIVE_TIME] * 2

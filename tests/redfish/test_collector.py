@@ -126,7 +126,15 @@ def test_sample_toml_is_valid(tmp_path: Path) -> None:
     table = tomllib.loads(sample.read_text())["collectors"][0]
     options = {k: v for k, v in table.items() if k not in ("kind", "name")}
     parsed = RedfishOptions.model_validate(options)
-    assert [d.name for d in parsed.devices] == ["dgx-r12-u20", "r750-r03-u07", "pdu-r03-a"]
+    gpus = [f"gpu-{n:03d}" for n in range(1, 41)]
+    assert [d.name for d in parsed.devices] == ["dgx-r12-u20", "r750-r03-u07", "pdu-r03-a", *gpus]
+    # The range entry: urls in step with the names, credentials from [collectors.defaults].
+    assert parsed.devices[-1].url == "https://10.20.30.50"
+    assert (parsed.devices[-1].username, parsed.devices[-1].password_secret) == (
+        "pue-reader",
+        "bmc-readonly",
+    )
+    assert parsed.devices[2].password_secret == "pdu-readonly"  # its own setting wins
     assert parsed.devices[1].prefer == ["environment_metrics", "power", "psu_metrics", "sensors"]
     # build() with the CA file present and the secrets in the secrets directory.
     ca = tmp_path / "ca.pem"
@@ -139,4 +147,4 @@ def test_sample_toml_is_valid(tmp_path: Path) -> None:
     (tmp_path / "secrets" / "pdu-readonly").write_text("y")
     collector = build_collector("redfish", "gpu-bmcs", options, settings)
     assert isinstance(collector, Collector)
-    assert collector.describe().startswith("redfish: 3 device(s) every 30 s")
+    assert collector.describe().startswith("redfish: 43 device(s) every 30 s")

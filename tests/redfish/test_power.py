@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.readings import Quality, validate_batch
 from collectors.redfish.client import RedfishClient
@@ -208,3 +212,86 @@ async def test_malformed_json_at_discovery_is_reported() -> None:
     assert bad in str(result.errors[0]) and "line 71 column 15" in str(result.errors[0])
     assert values(result.frame)["chassis.System.Embedded.1.psu.PSU.Slot.1.input.power"] == 303.0
     assert poller.failing
+
+
+def _hostile_metrics(reading: str) -> bytes:
+    """PSU.Slot.2's Metrics with ``reading`` (raw JSON text) as InputPowerWatts.Reading."""
+    return ('{"Id": "Metrics", "InputPowerWatts": {"Reading": ' + reading + "}}").encode()
+
+
+HOSTILE_BODIES = {
+    "400-digit integer": _hostile_metrics("9" * 400),  # math.isfinite raised OverflowError
+    "5000-digit integer": _hostile_metrics("9" * 5000),  # beyond int_max_str_digits
+    "1e309": _hostile_metrics("1e309"),
+    "NaN": _hostile_metrics("NaN"),
+    "-Infinity": _hostile_metrics("-Infinity"),
+    "1 MB string": _hostile_metrics('"' + "x" * 1_000_000 + '"'),
+    "deep nesting": b"[" * 100_000 + b"]" * 100_000,  # RecursionError in json.loads
+    "deep object": _hostile_metrics('{"a": ' * 5_000 + "1" + "}" * 5_000),
+    "not UTF-8": b'{"Id": "\xff\xfe"}',
+}
+
+
+async def test_hostile_bodies_never_stop_the_poller_and_errors_stay_short() -> None:
+    # Each hostile body served as PSU.Slot.2's Metrics: the poll returns (no exception),
+    # names the path in a short error, and PSU.Slot.1 (303.0 W) still arrives.
+    bad = f"{DELL_PSU}/PSU.Slot.2/Metrics"
+    with redfish_server(tree("real/dell")) as server:
+        client = RedfishClient(config_for(server))
+        poller = DevicePoller(client, load_profile())
+        try:
+            assert (await poller.poll()).errors == []
+            for label, body in HOSTILE_BODIES.items():
+                server.overrides[bad] = body
+                result = await poller.poll()
+                assert len(result.errors) == 1, label
+                message = str(result.errors[0])
+                assert bad in message, label
+                assert len(message) < 400, (label, len(message))
+                v = values(result.frame)
+                assert v["chassis.System.Embedded.1.psu.PSU.Slot.1.input.power"] == 303.0, label
+                assert "input.power.sum_psu_metrics" not in v, label
+                validate_batch(result.frame.drop("source"))
+            del server.overrides[bad]
+            back = await poller.poll()
+        finally:
+            await client.aclose()
+    assert back.errors == []
+    assert values(back.frame)["input.power.sum_psu_metrics"] == 303.0 + 308.0
+
+
+_READING_TEXT = st.one_of(
+    st.integers(min_value=-(10**500), max_value=10**500).map(str),
+    st.floats().map(json.dumps),  # NaN, Infinity, -Infinity included
+    st.sampled_from(["1e309", "-1e309", "1e308", "null", "true", '"303"', "[]", "{}"]),
+    st.text(max_size=50).map(json.dumps),
+    st.integers(min_value=1, max_value=3000).map(lambda n: "[" * n + "1" + "]" * n),
+)
+
+
+def test_fuzzed_readings_through_the_server_never_raise_and_stay_finite() -> None:
+    # Hypothesis drives the values; the real HTTP server serves them as PSU.Slot.2's
+    # reading. Every poll returns; whatever is journalled is a finite number.
+    bad = f"{DELL_PSU}/PSU.Slot.2/Metrics"
+    with redfish_server(tree("real/dell")) as server:
+
+        @settings(max_examples=60, deadline=None)
+        @given(_READING_TEXT)
+        def one(reading: str) -> None:
+            server.overrides[bad] = _hostile_metrics(reading)
+
+            async def poll() -> None:
+                client = RedfishClient(config_for(server))
+                try:
+                    result = await DevicePoller(client, load_profile()).poll()
+                finally:
+                    await client.aclose()
+                validate_batch(result.frame.drop("source"))
+                v = values(result.frame)
+                assert v["chassis.System.Embedded.1.psu.PSU.Slot.1.input.power"] == 303.0
+                assert all(math.isfinite(x) for x in v.values())
+                assert all(len(str(e)) < 400 for e in result.errors)
+
+            asyncio.run(poll())
+
+        one()

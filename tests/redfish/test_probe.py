@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from collectors.redfish.probe import register
 from tests.paths import ROOT
+from tests.servers import free_port
 from tests.servers.redfish import make_tls, redfish_server, tree
 
 
@@ -65,7 +66,7 @@ def test_probe_wrong_ca_exits_with_tls_error(tmp_path: Path) -> None:
         result = CliRunner().invoke(
             probe_app(), ["probe", "redfish", server.url, "--ca-file", str(other.ca)]
         )
-    assert result.exit_code == 1
+    assert result.exit_code == 6  # EXIT_PROTOCOL: the BMC answered, its certificate refused
     assert "TLS handshake failed" in result.output and "127.0.0.1" in result.output
 
 
@@ -93,3 +94,28 @@ def test_cli_wiring_table_output() -> None:
     # dmtf/public-pdu RackPDUs/1/Metrics PowerWatts 6438 W, read from that path.
     row = next(line for line in proc.stdout.splitlines() if " pdu.1.power " in line)
     assert "6438" in row and "/redfish/v1/PowerEquipment/RackPDUs/1/Metrics" in row
+
+
+def _json_error(result) -> str:  # type: ignore[no-untyped-def]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    error = json.loads(line)
+    assert set(error) == {"error", "code"} and error["code"] == result.exit_code
+    return str(error["error"])
+
+
+def test_probe_json_exit_codes_auth_unreachable_unresolvable(tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("not-the-password-5d5d\n")
+    with redfish_server(tree("dmtf/public-pdu"), auth="session") as server:
+        args = ["probe", "redfish", server.url, "--user", "admin", "--password-file", str(pw)]
+        auth = CliRunner().invoke(probe_app(), [*args, "--json"])
+    assert auth.exit_code == 4, auth.output
+    assert "not-the-password-5d5d" not in auth.output + _json_error(auth)
+    closed = CliRunner().invoke(
+        probe_app(), ["probe", "redfish", f"http://127.0.0.1:{free_port()}", "--json"]
+    )
+    assert closed.exit_code == 3, closed.output
+    assert "127.0.0.1" in _json_error(closed)
+    dns = CliRunner().invoke(probe_app(), ["probe", "redfish", "https://bmc.invalid", "--json"])
+    assert dns.exit_code == 7
+    assert "cannot resolve host name 'bmc.invalid'" in _json_error(dns)

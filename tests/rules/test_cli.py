@@ -115,8 +115,9 @@ def test_evaluate_json(app: typer.Typer, config: Path, kpis_file: Path, tmp_path
     shanxi = next(f for f in document["findings"] if f["rule_id"] == "shanxi-2024-35-4")
     assert shanxi["result"] == "eligible"
     assert shanxi["first_met_period"] == "2025-12"
-    # 1,000 CNY/rack x 1,200 declared racks = 1,200,000 CNY.
-    assert shanxi["benefit_cny"] == 1_200_000
+    # One-time (一次性) benefit: its amount is in the 2025-12 finding, not again in 2026-02.
+    assert shanxi["benefit_cny"] is None
+    assert "already claimable since 2025-12" in shanxi["explanation"]
     assert shanxi["category"] == 2
     qinghai = next(f for f in document["findings"] if f["rule_id"] == "qinghai-2024-11-1")
     assert qinghai["result"] == "not_applicable"  # the site is declared in Shanxi
@@ -139,8 +140,24 @@ def test_evaluate_table(app: typer.Typer, config: Path, kpis_file: Path, tmp_pat
     assert "Findings for dc-1, 2026-02" in result.output
     assert "shanxi-2024-35" in result.output
     assert "eligible" in result.output
-    assert "1,200,000" in result.output
-    assert "first met 2025-12" in result.output
+    assert "1,200,000" not in result.output  # stated once, in the 2025-12 finding
+    assert "met, already claimable since 2025-12" in " ".join(result.output.split())
+    first = invoke(
+        app,
+        "evaluate",
+        "--period",
+        "2025-12",
+        "--config",
+        str(config),
+        "--kpis",
+        str(kpis_file),
+        "--policies-dir",
+        str(tmp_path / "none"),
+    )
+    assert first.exit_code == 0, first.output
+    # 1,000 CNY/rack x 1,200 declared racks = 1,200,000 CNY, in the month first met.
+    assert "1,200,000" in first.output
+    assert "claim once, first met 2025-12" in " ".join(first.output.split())
 
 
 def test_evaluate_reads_the_interval_store(

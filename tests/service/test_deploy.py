@@ -87,6 +87,7 @@ def test_agent_unit_contract() -> None:
         "SystemCallFilter=@system-service",
         "MemoryDenyWriteExecute=yes",
         "Environment=POLARS_SKIP_CPU_CHECK=1 PYTHONDONTWRITEBYTECODE=1",
+        "LimitNOFILE=16384",  # issue 22: never the default 1,024 (idle clients starved us)
     ):
         assert line in text.splitlines(), line
 

@@ -76,7 +76,9 @@ async def test_readings_round_trip_with_roles_and_idempotent_replay(
     await drain(sink, journal, settings, site)
 
     assert journal.cursor("influx") == journal.head[0]
-    assert sink.points_written == total
+    # Every reading, plus one real-time PUE point per batch of the newest 16 (REALTIME_TAIL:
+    # a backlog's older batches yield none; each tick moves the PUE).
+    assert sink.points_written == total + 16
     expected = _per_series(journal_frame(journal))
     got = _influx_per_series(server, db)
     assert got.keys() == expected.keys()
@@ -312,4 +314,102 @@ def test_config_errors_name_the_field_and_never_a_secret(tmp_path: Path) -> None
             {"api": "v1", "url": "http://h:1", "database": "d", "readings": ["watts"]},
             settings,
         )
+    with pytest.raises(ConfigError, match="derived_bucket is for api v2"):
+        influxdb.build(
+            "x",
+            {"api": "v1", "url": "http://h:1", "database": "d", "derived_bucket": "k"},
+            settings,
+        )
+    with pytest.raises(ConfigError, match="derived_retention_policy is for api v1"):
+        influxdb.build(
+            "x",
+            {"url": "http://h:1", "org": "o", "bucket": "b", "token_secret": "tok",
+             "derived_retention_policy": "kpi"},
+            settings,
+        )  # fmt: skip
+    v2 = influxdb.build(
+        "x",
+        {"url": "http://h:1", "org": "o", "bucket": "raw", "derived_bucket": "kpi",
+         "token_secret": "tok"},
+        settings,
+    )  # fmt: skip
+    assert "bucket raw" in v2.describe() and "bucket kpi" in v2.describe()
     assert json.dumps({"ok": True})
+
+
+async def test_raw_and_derived_go_to_their_retention_policies_and_realtime_follows_formulas(
+    server: InfluxDB1, db: str, tmp_path: Path
+) -> None:
+    # deploy/influxdb.md: raw data in a short default policy, KPIs in one kept forever.
+    server.query(
+        f'CREATE RETENTION POLICY "raw" ON "{db}" DURATION 90d REPLICATION 1 DEFAULT',
+        method="POST",
+        epoch=None,
+    )
+    server.query(
+        f'CREATE RETENTION POLICY "kpi" ON "{db}" DURATION INF REPLICATION 1',
+        method="POST",
+        epoch=None,
+    )
+    sim = SiteSimulator(pdus=3)
+    site = sim_site(sim)
+    journal = Journal(tmp_path / "journal.sqlite")
+    fill_journal(journal, sim, ticks=6)
+    sink, settings = _sink(
+        server, db, tmp_path, retention_policy="raw", derived_retention_policy="kpi"
+    )
+    assert "rp raw" in sink.describe() and "rp kpi" in sink.describe()
+    await drain(sink, journal, settings, site)
+    kpi = pl.DataFrame(
+        [
+            {
+                "site": "demo",
+                "period_kind": "day",
+                "period": "2026-10-01",
+                "period_start": T0,
+                "period_end": T0 + timedelta(days=1),
+                "metric": "pue",
+                "value": 1.4,
+                "unit": "ratio",
+                "status": "ok",
+                "coverage": 1.0,
+                "category": 2,
+            }
+        ],
+        schema=KPI_SCHEMA,
+    )
+    sink2, _ = _sink(
+        server,
+        db,
+        tmp_path,
+        name="influx-2",
+        retention_policy="raw",
+        derived_retention_policy="kpi",
+    )
+    assert (await sink2.write_frames("kpis", kpi)).points == 1
+    await sink2.close()
+
+    def count(rp: str, measurement: str, field: str) -> int:
+        rows = server.rows(f'SELECT count("{field}") FROM "{rp}"."{measurement}"', db=db)
+        return rows[0]["count"] if rows else 0
+
+    assert count("kpi", "pue_kpi", "value") == 1 and count("raw", "pue_kpi", "value") == 0
+    assert (
+        count("raw", "pue_reading", "power_w") > 0 and count("kpi", "pue_reading", "power_w") == 0
+    )
+    assert count("raw", "pue_realtime", "pue") == 6 and count("kpi", "pue_realtime", "pue") == 0
+
+    # Each tick carries every meter's power: the real-time PUE of a tick is
+    # sum(sign × power) over the E_DC terms / the same over the E_IT terms, by the site model.
+    power_point = {m.id: (m.device, m.power_point) for m in site.meters}
+    expected = {}
+    for batch in journal.iter_batches(kinds=("readings",)):
+        frame = batch.frame.filter(pl.col("quantity") == "power_w")
+        value = {(d, p): v for d, p, v in frame.select("device", "point", "value").iter_rows()}
+
+        def total(formula: str, value: dict = value) -> float:  # type: ignore[type-arg]
+            return sum(sign * value[power_point[m]] for sign, m in site.expand(formula))
+
+        expected[int(frame["ts"].max().timestamp() * 1_000_000)] = total("e_dc") / total("e_it")
+    rows = server.rows('SELECT "pue" FROM "raw"."pue_realtime" WHERE "site" = \'demo\'', db=db)
+    assert {r["time"]: r["pue"] for r in rows} == pytest.approx(expected, rel=1e-12)

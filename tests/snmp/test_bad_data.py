@@ -5,7 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from tests.snmp.conftest import poll_once, value_of
+from tests.servers.snmp import snmpsim
+from tests.snmp.conftest import SNMP_FIXTURES, poll_once, value_of
 
 
 def points(frame: pl.DataFrame) -> set[str]:
@@ -136,3 +137,29 @@ async def test_comment_line_walks_are_served(sim, walk) -> None:
     """Two snmpsim-data walks start with a '#' line; they still poll (snmpsim skips it)."""
     frame, _ = await poll_once(sim, walk)
     assert frame.height > 5
+
+
+@pytest.mark.parametrize("text", ["1e308", "9" * 400, "1e309", "-inf", "nan", "NaN", "0x1p1023"])
+async def test_hostile_text_values_through_snmpsim_are_bad_values(
+    tmp_path_factory: pytest.TempPathFactory, text: str
+) -> None:
+    """liebert_web485 with lgpPwrMeasurementPointTruePower.2 sent as text (issue 22).
+
+    The kilo-units quirk multiplies it by 1000, so even a finite "1e308" overflows; every
+    case is one bad value, never an exception, and the other readings still arrive.
+    """
+    folder = tmp_path_factory.mktemp("hostile-walk")
+    walk = (SNMP_FIXTURES / "liebert_web485.snmprec").read_text(encoding="utf-8")
+    power = "1.3.6.1.4.1.476.1.42.3.5.2.2.1.8.2|2|138"
+    assert power in walk
+    (folder / "liebert_web485.snmprec").write_text(
+        walk.replace(power, f"1.3.6.1.4.1.476.1.42.3.5.2.2.1.8.2|4|{text}"), encoding="utf-8"
+    )
+    with snmpsim(folder) as server:
+        frame, collector = await poll_once(server, "liebert_web485")
+    assert "mp.2.power" not in points(frame)
+    assert value_of(frame, "mp.2.apparent_power") == 139 * 1000.0
+    assert value_of(frame, "mp.2.line.1.current") == 408.0
+    assert (frame["value"].is_finite()).all()
+    state = collector.states["liebert_web485"]
+    assert state.failed_polls == 0

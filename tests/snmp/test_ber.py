@@ -6,9 +6,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyasn1.codec.ber import decoder, encoder
+from pyasn1.type import univ
 from pysnmp.proto import api, rfc1902
 
 from collectors.snmp import ber
+from collectors.snmp.poller import PollResult, _Compiled, _convert
 
 P = api.v2c
 
@@ -107,3 +109,31 @@ def test_oid_text() -> None:
     for bad in ["", "1", "x.y", "3.1", "1.-3"]:
         with pytest.raises(ValueError, match="not an OID"):
             ber.parse_oid(bad)
+
+
+@pytest.mark.parametrize(
+    ("raw", "scale"),
+    [
+        (10**400, 1.0),  # a 167-byte BER INTEGER: int * float raised OverflowError
+        (-(10**400), 0.1),
+        (2**64 - 1, 1e300),  # finite, but the profile's scale overflows it
+        (b"9" * 400, 1.0),  # text numbers (Liebert tables): float() gives inf
+        (b"1e308", 10.0),
+        (b"nan", 1.0),
+    ],
+)
+def test_huge_or_non_finite_values_are_bad_values_never_exceptions(
+    raw: int | bytes, scale: float
+) -> None:
+    # The value travels through a real BER encoding (pyasn1's unconstrained INTEGER).
+    value = univ.Integer(raw) if isinstance(raw, int) else rfc1902.OctetString(raw)
+    _, response = ber.decode_response(pysnmp_response(7, [((1, 3, 6, 1, 2, 1, 1), value)]))
+    decoded = response.varbinds[0][1]
+    metric = _Compiled(
+        name="m", get_oid=None, column=None, point="p", quantity="power_w", mul=scale,
+        div=1.0, offset=0.0, sentinels=frozenset(), negative_is_sentinel=False, limit=None,
+        index=(), where=(), labels=(), digits=None,
+    )
+    result = PollResult()
+    assert _convert(decoded, metric, result) is None
+    assert result.bad_values == 1

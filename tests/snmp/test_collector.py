@@ -189,8 +189,15 @@ def test_bad_option_names_the_field() -> None:
 
 
 def test_exactly_one_auth_method() -> None:
-    with pytest.raises(ConfigError, match="exactly one of community"):
+    # None on the device and none in [defaults] to fall back on.
+    with pytest.raises(ConfigError, match=r"device 'a': give community_secret or v3 \(on the"):
         build("s", {"devices": [{"name": "a", "host": "h"}]}, settings())
+    with pytest.raises(ConfigError, match="exactly one of community"):
+        device = {"name": "a", "host": "h", "community": "c", "community_secret": "s"}
+        build("s", {"devices": [device]}, settings())
+    with pytest.raises(ConfigError, match="community_secret or v3, not both"):
+        defaults = {"community_secret": "s", "v3": {"user": "u"}}
+        build("s", {"defaults": defaults, "devices": [{"name": "a", "host": "h"}]}, settings())
 
 
 def test_unknown_profile_and_quirk() -> None:
@@ -279,5 +286,12 @@ def test_sample_config_builds(tmp_path: Path) -> None:
         (tmp_path / name).write_text("x" * 12)
     options = {k: v for k, v in entry.items() if k not in ("kind", "name")}
     collector = build(entry["name"], options, settings(secrets_dir=tmp_path))
-    assert len(collector.options.devices) == 3
+    # Three devices written out, then one range entry for 120 PDUs.
+    assert len(collector.options.devices) == 123
     assert collector.options.devices[1].v3 is not None
+    last = collector.options.devices[-1]
+    assert (last.name, last.host, last.community_secret) == (
+        "rpdu-b120",
+        "10.20.2.130",
+        "snmp-community",
+    )

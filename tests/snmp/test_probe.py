@@ -107,3 +107,63 @@ def test_bad_target() -> None:
     result = probe("host:notaport", "-c", "x")
     assert result.returncode == 2
     assert "HOST:PORT" in result.stderr
+
+
+def _json_error(result: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    """The one JSON object a failed ``--json`` probe prints on stdout."""
+    (line,) = result.stdout.splitlines()
+    error = json.loads(line)
+    assert set(error) == {"error", "code"} and error["code"] == result.returncode
+    return error
+
+
+def test_json_errors_timeout_and_unresolvable_host_are_distinct() -> None:
+    with black_hole() as port:
+        timeout = probe(
+            f"127.0.0.1:{port}", "-c", "public", "--timeout", "0.3", "--retries", "0", "--json"
+        )
+    assert timeout.returncode == 3 and "no answer" in _json_error(timeout)["error"]
+    # RFC 2606: .invalid never resolves. DNS failure is its own code, never a timeout.
+    dns = probe("no-such-pdu.invalid", "-c", "public", "--timeout", "0.3", "--json")
+    assert dns.returncode == 7
+    error = str(_json_error(dns)["error"])
+    assert "cannot resolve" in error and "no-such-pdu.invalid" in error and "timeout" not in error
+
+
+def test_forced_wrong_profile_without_readings_exits_5(sim) -> None:
+    # The sentry4 walk has no janitza-umg96 OIDs: the forced profile reads nothing.
+    result = probe(f"127.0.0.1:{sim.port}", "-c", "sentry4", "--profile", "janitza-umg96")
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert "janitza-umg96" in result.stderr and "no readings" in result.stderr
+    as_json = probe(
+        f"127.0.0.1:{sim.port}", "-c", "sentry4", "--profile", "janitza-umg96", "--json"
+    )
+    assert as_json.returncode == 5 and "janitza-umg96" in _json_error(as_json)["error"]
+
+
+def test_auth_failure_json_names_user_not_key(sim) -> None:
+    wrong = "probe-wrong-auth-key-7b7b"
+    result = probe(
+        f"127.0.0.1:{sim.port}",
+        "--v3-user",
+        SIM_USER.name,
+        "--v3-auth-key-env",
+        "AK",
+        "--v3-priv-key-env",
+        "PK",
+        "--v3-priv-protocol",
+        "AES256",
+        "--v3-context",
+        "apc-8641",
+        "--json",
+        env={"AK": wrong, "PK": SIM_USER.priv_key},
+    )
+    assert result.returncode == 4
+    assert SIM_USER.name in str(_json_error(result)["error"])
+    assert wrong not in result.stdout + result.stderr
+
+
+def test_usage_error_with_json_is_json() -> None:
+    result = probe("127.0.0.1:99999", "-c", "public", "--json")
+    assert result.returncode == 2
+    assert "HOST:PORT" in str(_json_error(result)["error"])

@@ -1,0 +1,1 @@
+"""Fault injection against the real agent and real servers (issue 22)."""
