@@ -177,7 +177,8 @@ def test_every_step_of_the_install_guide_runs(
             ).text
         except httpx.TransportError:
             metrics = ""
-        if _metric(metrics, "pue_agent_polls_total", "pdu-b") >= 2:
+        # Both PDUs: their first polls are spread over the interval, not simultaneous.
+        if all(_metric(metrics, "pue_agent_polls_total", pdu) >= 2 for pdu in ("pdu-a", "pdu-b")):
             break
         time.sleep(0.5)
     log = (tmp_path / "agent.log").read_text() if not SYSTEMD else ""
