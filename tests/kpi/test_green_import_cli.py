@@ -19,6 +19,7 @@ from agent.readings import Quality
 from agent.site import parse_site
 from agent.store import IntervalStore
 from collectors.sim.simulator import SiteSimulator, site_table
+from tests.faults.agentproc import toml_text
 
 runner = CliRunner()
 
@@ -136,7 +137,7 @@ def test_cli_green_import_and_kpi(tmp_path: Path) -> None:
     # Settings with an inline site: TOML written by hand from the JSON table.
     config = tmp_path / "agent.toml"
     config.write_text(f'state_dir = "{state}"\nsite_file = "site.toml"\n', encoding="utf-8")
-    (tmp_path / "site.toml").write_text(_toml_site(table), encoding="utf-8")
+    (tmp_path / "site.toml").write_text(toml_text(table), encoding="utf-8")
     res = runner.invoke(
         app,
         [
@@ -192,31 +193,3 @@ def test_cli_green_import_and_kpi(tmp_path: Path) -> None:
     assert data["choices"]["coverage_threshold"] == 0.95
     stored = IntervalStore(state / "store").read_kpis(month="2026-10", period_kind="day")
     assert stored.filter(pl.col("metric") == "pue").height == 1
-
-
-def _toml_site(table: dict[str, object]) -> str:
-    def value(v: object) -> str:
-        if isinstance(v, str):
-            return json.dumps(v, ensure_ascii=False)
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return str(v)
-
-    lines = []
-    for key, v in table.items():
-        if not isinstance(v, (dict, list)):
-            lines.append(f"{key} = {value(v)}")
-    for key in ("e_dc", "e_it"):
-        lines.append(f"[{key}]\nterms = {value(table[key]['terms'])}")  # type: ignore[index]
-    facts = table["facts"]
-    assert isinstance(facts, dict)
-    lines.append("[facts]")
-    lines += [f"{k} = {value(v)}" for k, v in facts.items() if not isinstance(v, dict)]
-    lines.append("[facts.emission_factor]")
-    lines += [f"{k} = {value(v)}" for k, v in facts["emission_factor"].items()]
-    for meter in table["meters"]:  # type: ignore[attr-defined]
-        lines.append("[[meters]]")
-        lines += [f"{k} = {value(v)}" for k, v in meter.items()]
-    return "\n".join(lines) + "\n"
