@@ -2,7 +2,9 @@
 
 The demo starts simulated devices **behind the real protocols** on loopback ports — SNMP
 agents answering as APC rack PDUs and Smart-UPSes, an in-process MQTT broker with Shelly Pro
-3EM meters, a Redfish service for a GPU server, all serving data the project generates — and
+3EM meters, a Modbus TCP gateway with the grid incomers (pymodbus), a Redfish service for a
+GPU server, BACnet/IP chillers (bacpypes3), all serving
+data the project generates — and
 polls them with the real collectors (``--no-protocols``: the in-process ``sim`` collector
 instead). Either way the local store computes interval
 energy, and ``--minutes`` ends with a sample monthly report generated on an accelerated clock.
@@ -245,7 +247,10 @@ async def run_demo(
         console.print(
             f"simulated devices on loopback: SNMP udp/{devices.snmp_port} "
             f"({pdus} APC rPDU2 PDUs, 4 APC Smart-UPS), MQTT tcp/{devices.mqtt_port} "
-            f"(Shelly Pro 3EM meters), Redfish http/{devices.redfish_ports} (GPU server BMC); "
+            f"(Shelly Pro 3EM meters), Modbus tcp/{devices.modbus_port} (grid incomers, "
+            "CHINT DTSU666), "
+            f"Redfish http/{devices.redfish_ports} (GPU server BMC), "
+            f"BACnet/IP udp/{devices.bacnet_ports} (chillers); "
             f"{devices.wrap_device}'s 31-bit energy register wraps within the first minute"
         )
     else:

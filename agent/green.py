@@ -4,35 +4,51 @@ These figures are documentary (docs/pue.md: not metered), so every entry keeps w
 it and when, and removing one only marks it removed (who/when) — the history stays
 for the auditor. The ledger is a small JSON file under ``state_dir/green/``, rewritten
 atomically under an exclusive lock.
+
+For hourly matching (issue 19, docs/green-hourly.md) an entry may say when its energy was
+produced or delivered: a certificate its production period (a local month, day or hour,
+whatever the certificate states; a certificate without one counts as produced in its
+month), a contract its hourly delivery (settlement data imported from CSV, or a declared
+kW profile per hour of the day). :func:`green_supply` gives them as frames.
 """
 
 from __future__ import annotations
 
+import csv
 import fcntl
 import getpass
 import json
 import math
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
 
 from agent.kpi.compute import GREEN_SCHEMA
-from agent.periods import PeriodError, parse_month
+from agent.kpi.hourly import CERTIFICATE_SCHEMA, CONTRACT_HOURS_SCHEMA, GreenSupply
+from agent.periods import PeriodError, month_bounds, parse_month
 from agent.store import atomic_write_bytes
 
 __all__ = [
+    "CERTIFICATE_SCHEMA",
+    "CONTRACT_HOURS_SCHEMA",
     "GREEN_KINDS",
     "KWH_PER_CERTIFICATE",
     "GreenEntry",
     "GreenLedger",
     "GreenLedgerError",
+    "GreenSupply",
+    "declared_profile",
+    "green_supply",
     "load_green_file",
+    "production_granularity",
+    "read_profile_csv",
 ]
 
 GreenKind = Literal["certificate", "contract"]
@@ -59,6 +75,11 @@ class GreenEntry:
     note: str | None = None
     removed_by: str | None = None
     removed_at: str | None = None
+    #: Certificates: local production period, ``YYYY-MM``, ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH``.
+    production: str | None = None
+    #: Contracts: delivery per local hour (``YYYY-MM-DDTHH`` -> kWh) and where it came from.
+    profile_kwh: dict[str, float] | None = None
+    profile_source: str | None = None
 
     @property
     def active(self) -> bool:
@@ -117,12 +138,29 @@ class GreenLedger:
         who: str | None = None,
         note: str | None = None,
         now: datetime | None = None,
+        production: str | None = None,
+        profile_kwh: dict[str, float] | None = None,
+        profile_source: str | None = None,
     ) -> GreenEntry:
         """Record certificates retired / contracted green supply for a local month.
 
+        Args:
+            period: Local month the energy is claimed for, ``YYYY-MM``.
+            kind: ``certificate`` or ``contract``.
+            mwh: Energy in MWh (certificates: whole MWh).
+            ref: Certificate / contract reference (claimed once per kind).
+            who: Who entered it (default: the login name).
+            note: Free text.
+            now: When (default: now).
+            production: Certificates only: the production period the certificate states.
+            profile_kwh: Contracts only: delivery per local hour of ``period``; must sum
+                to ``mwh``.
+            profile_source: Where the profile came from (``csv:<file>`` or ``declared``).
+
         Raises:
-            GreenLedgerError: for a bad period, kind, amount or reference, or a reference
-                already active for the same kind (no energy is counted twice).
+            GreenLedgerError: for a bad period, kind, amount, reference, production period
+                or profile, or a reference already active for the same kind (no energy is
+                counted twice).
         """
         try:
             parse_month(period)
@@ -137,6 +175,14 @@ class GreenLedger:
         ref = ref.strip()
         if not ref:
             raise GreenLedgerError("--ref: a certificate or contract reference is required")
+        if production is not None:
+            if kind != "certificate":
+                raise GreenLedgerError("--production: only certificates state a production period")
+            production_granularity(production)
+        if profile_kwh is not None:
+            if kind != "contract":
+                raise GreenLedgerError("a delivery profile belongs to a contract")
+            _check_profile(profile_kwh, period, mwh)
         with self._locked():
             entries = self._load()
             for e in entries:
@@ -154,6 +200,9 @@ class GreenLedger:
                 added_by=who or _who(),
                 added_at=(now or datetime.now(UTC)).isoformat(timespec="seconds"),
                 note=note,
+                production=production,
+                profile_kwh=profile_kwh,
+                profile_source=profile_source if profile_kwh is not None else None,
             )
             self._save([*entries, entry])
         return entry
@@ -185,6 +234,10 @@ class GreenLedger:
     def frame(self) -> pl.DataFrame:
         """Active entries as the KPI engine reads them (:data:`agent.kpi.GREEN_SCHEMA`)."""
         return _entries_frame(self.entries())
+
+    def supply(self) -> GreenSupply:
+        """Active entries placed in time, for hourly matching (:func:`green_supply`)."""
+        return green_supply(self.entries())
 
 
 def _entries_frame(active: list[GreenEntry]) -> pl.DataFrame:
@@ -279,3 +332,155 @@ def _bad_entry(entries: list[GreenEntry]) -> str | None:
         if not isinstance(e.mwh, (int, float)) or not (e.mwh > 0 and math.isfinite(e.mwh)):
             return f"entry {e.id}: mwh {e.mwh!r} is not a positive number"
     return None
+
+
+# -- green supply in time (hourly matching) --------------------------------------------------
+
+_PRODUCTION_FORMATS = (
+    (re.compile(r"^\d{4}-\d{2}$"), "month", "%Y-%m"),
+    (re.compile(r"^\d{4}-\d{2}-\d{2}$"), "day", "%Y-%m-%d"),
+    (re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}$"), "hour", "%Y-%m-%dT%H"),
+)
+_HOUR_LABEL = "%Y-%m-%dT%H"
+
+
+def production_granularity(label: str) -> str:
+    """``month``, ``day`` or ``hour``: how precise a certificate's production period is.
+
+    Raises:
+        GreenLedgerError: the label is none of ``YYYY-MM``, ``YYYY-MM-DD``, ``YYYY-MM-DDTHH``.
+    """
+    for pattern, granularity, fmt in _PRODUCTION_FORMATS:
+        if pattern.match(label):
+            try:
+                datetime.strptime(label, fmt)
+            except ValueError:
+                break
+            return granularity
+    raise GreenLedgerError(
+        f"--production {label!r}: expected a local month YYYY-MM, day YYYY-MM-DD "
+        "or hour YYYY-MM-DDTHH"
+    )
+
+
+def _check_profile(profile_kwh: dict[str, float], period: str, mwh: float) -> None:
+    """A contract profile covers hours of ``period`` only, with finite non-negative kWh."""
+    if not profile_kwh:
+        raise GreenLedgerError("delivery profile: no hours")
+    for hour, kwh in profile_kwh.items():
+        if not (isinstance(hour, str) and hour.startswith(period) and len(hour) == 13):
+            raise GreenLedgerError(
+                f"delivery profile: hour {hour!r} is not a local hour YYYY-MM-DDTHH of {period}"
+            )
+        try:
+            datetime.strptime(hour, _HOUR_LABEL)
+        except ValueError:
+            raise GreenLedgerError(f"delivery profile: hour {hour!r} is not a date") from None
+        if not (isinstance(kwh, (int, float)) and math.isfinite(kwh) and kwh >= 0):
+            raise GreenLedgerError(f"delivery profile: {hour}: {kwh!r} is not kWh >= 0")
+    total_mwh = sum(profile_kwh.values()) / KWH_PER_CERTIFICATE
+    if abs(total_mwh - mwh) > 1e-6 * max(1.0, mwh):
+        raise GreenLedgerError(
+            f"delivery profile sums to {total_mwh:g} MWh but the contract states {mwh:g} MWh"
+        )
+
+
+def read_profile_csv(path: Path, period: str) -> dict[str, float]:
+    """Hourly contract delivery from settlement data: CSV ``hour,energy_kwh`` (header row).
+
+    ``hour`` is the local start of the hour, ``YYYY-MM-DDTHH`` or ``YYYY-MM-DD HH:MM``
+    (minutes 00); rows of one hour are summed. Only hours of ``period`` are accepted.
+
+    Raises:
+        GreenLedgerError: naming the file and line of the first bad row.
+    """
+    profile: dict[str, float] = {}
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None or not {"hour", "energy_kwh"} <= set(
+                reader.fieldnames
+            ):
+                raise GreenLedgerError(f"{path}: expected a header row with hour,energy_kwh")
+            for line, row in enumerate(reader, start=2):
+                hour = _hour_label(row["hour"] or "")
+                try:
+                    kwh = float(row["energy_kwh"] or "")
+                except ValueError:
+                    kwh = math.nan
+                if hour is None or not hour.startswith(period):
+                    raise GreenLedgerError(
+                        f"{path}:{line}: hour {row['hour']!r} is not a local hour of {period}"
+                    )
+                if not (math.isfinite(kwh) and kwh >= 0):
+                    raise GreenLedgerError(
+                        f"{path}:{line}: energy_kwh {row['energy_kwh']!r} is not kWh >= 0"
+                    )
+                profile[hour] = profile.get(hour, 0.0) + kwh
+    except OSError as exc:
+        raise GreenLedgerError(f"{path}: cannot read profile ({exc.strerror})") from None
+    if not profile:
+        raise GreenLedgerError(f"{path}: no delivery rows")
+    return profile
+
+
+def _hour_label(text: str) -> str | None:
+    text = text.strip()
+    for fmt in (_HOUR_LABEL, "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M"):
+        try:
+            moment = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return None if moment.minute else moment.strftime(_HOUR_LABEL)
+    return None
+
+
+def declared_profile(period: str, kw_by_hour: list[float]) -> dict[str, float]:
+    """A declared delivery profile: 24 kW values (local hours 0-23) repeated every day.
+
+    One hour at ``kw`` delivers ``kw`` kWh. The days are those of local month ``period``.
+
+    Raises:
+        GreenLedgerError: not 24 finite non-negative values, or a bad month.
+    """
+    if len(kw_by_hour) != 24 or any(not (math.isfinite(v) and v >= 0) for v in kw_by_hour):
+        raise GreenLedgerError("--profile-kw: expected 24 values >= 0 (kW, local hours 0-23)")
+    try:
+        start, end = month_bounds(period, "UTC")  # calendar days only; no zone involved
+    except PeriodError as exc:
+        raise GreenLedgerError(f"--{exc}") from None
+    profile: dict[str, float] = {}
+    day = start
+    while day < end:
+        for hour, kw in enumerate(kw_by_hour):
+            if kw > 0:
+                profile[(day + timedelta(hours=hour)).strftime(_HOUR_LABEL)] = float(kw)
+        day += timedelta(days=1)
+    return profile
+
+
+def green_supply(entries: list[GreenEntry]) -> GreenSupply:
+    """Active entries as :class:`GreenSupply`.
+
+    A certificate without a production period counts as produced over its ledger month.
+    """
+    active = [e for e in entries if e.active]
+    hours = [
+        (hour, float(kwh), e.ref)
+        for e in active
+        if e.kind == "contract" and e.profile_kwh
+        for hour, kwh in e.profile_kwh.items()
+    ]
+    contracts = pl.DataFrame(hours, schema=CONTRACT_HOURS_SCHEMA, orient="row")
+    certs = [e for e in active if e.kind == "certificate"]
+    labels = [e.production or e.period for e in certs]
+    certificates = pl.DataFrame(
+        {
+            "production": labels,
+            "granularity": [production_granularity(label) for label in labels],
+            "energy_kwh": [e.mwh * KWH_PER_CERTIFICATE for e in certs],
+            "reference": [e.ref for e in certs],
+        },
+        schema=CERTIFICATE_SCHEMA,
+    )
+    return GreenSupply(contracts, certificates)

@@ -44,7 +44,10 @@ __all__ = [
     "JournalBatch",
     "JournalError",
     "JournalFullError",
+    "RawBatch",
     "VerifyReport",
+    "chain_hash",
+    "decode_payload",
 ]
 
 BatchKind = Literal["readings", "gap"]
@@ -115,6 +118,20 @@ class JournalBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class RawBatch:
+    """A batch as stored: its chain fields and the undecoded payload (for replication)."""
+
+    seq: int
+    kind: BatchKind
+    source: str
+    n_rows: int
+    created_us: int
+    payload: bytes
+    prev_hash: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyReport:
     """Outcome of :meth:`Journal.verify`."""
 
@@ -160,6 +177,11 @@ def _decode(payload: bytes) -> pl.DataFrame:
     if not isinstance(frame, pl.DataFrame):  # a Table always converts to a frame
         raise JournalError("journal payload is not a table")
     return frame
+
+
+def decode_payload(payload: bytes) -> pl.DataFrame:
+    """Decode a batch payload (Arrow IPC, LZ4) as stored and as :class:`RawBatch` carries it."""
+    return _decode(payload)
 
 
 def _ts_bounds(frame: pl.DataFrame, column: str) -> tuple[int | None, int | None]:
@@ -470,6 +492,35 @@ class Journal:
                 frame=_decode(bytes(payload)),
             )
             for seq, kind, source, created, payload in rows
+        ]
+
+    def read_raw(self, after_seq: int, *, limit: int = 64) -> list[RawBatch]:
+        """Return up to ``limit`` batches with ``seq > after_seq`` as stored, undecoded.
+
+        What a replicating sink sends: the payload bytes and chain fields exactly as
+        hashed, so the receiver re-derives :func:`chain_hash` without re-encoding.
+        """
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT seq, kind, source, n_rows, created_us, payload, prev_hash, hash"
+                " FROM batches WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            )
+            .fetchall()
+        )
+        return [
+            RawBatch(
+                seq=int(seq),
+                kind=kind,
+                source=str(source),
+                n_rows=int(n_rows),
+                created_us=int(created),
+                payload=bytes(payload),
+                prev_hash=bytes(prev_hash),
+                hash=bytes(link),
+            )
+            for seq, kind, source, n_rows, created, payload, prev_hash, link in rows
         ]
 
     def iter_batches(

@@ -42,6 +42,9 @@ COLLECTOR_KINDS: dict[str, str] = {
     "snmp": "collectors.snmp",
     "mqtt": "collectors.mqtt",
     "redfish": "collectors.redfish",
+    "modbus": "collectors.modbus",
+    "bacnet": "collectors.bacnet",
+    "nats": "collectors.nats",
 }
 
 #: Sink kinds by name -> "module" exposing ``build(name, options, settings) -> Consumer``.
@@ -51,6 +54,7 @@ SINK_KINDS: dict[str, str] = {
     "local_store": "agent.aggregator",
     "influxdb": "agent.sinks.influxdb",
     "mqtt": "agent.sinks.mqtt",
+    "nats": "agent.sinks.nats",
 }
 
 

@@ -27,6 +27,7 @@ from pydantic_settings import (
 
 __all__ = [
     "AGGREGATOR_KINDS",
+    "CONFIG_ENV",
     "DEFAULT_CONFIG_PATH",
     "DEFAULT_POLICIES_DIR",
     "AgentSettings",
@@ -44,6 +45,8 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_PATH = Path("/etc/pue-agent/agent.toml")
+#: Names the config file used when a command gets no ``--config`` (empty: none at all).
+CONFIG_ENV = "PUE_AGENT_CONFIG"
 #: Where operators drop their own policy packs; a pack here with a built-in's id replaces it.
 DEFAULT_POLICIES_DIR = Path("/etc/pue-agent/policies.d")
 #: Sink kinds of the aggregator: its name, and the name it had before it left the sinks.
@@ -389,19 +392,30 @@ def _format_validation(error: ValidationError, source: str) -> str:
     return validation_problems(error, f"{source}: ", "\n")
 
 
+def _default_config_path() -> Path | None:
+    """The config file used when none is given: ``$PUE_AGENT_CONFIG`` or the installed one."""
+    # The variable lets a second agent, or a test run, on a host with the package installed
+    # ignore /etc/pue-agent without passing --config to every command.
+    named = os.environ.get(CONFIG_ENV)
+    if named is not None:
+        return Path(named) if named else None
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+
+
 def load_settings(config: Path | None = None, **overrides: Any) -> AgentSettings:
     """Load settings from the layers, with ``config`` as the TOML file.
 
     Args:
-        config: The TOML file; ``None`` uses ``/etc/pue-agent/agent.toml`` if it exists.
+        config: The TOML file; ``None`` uses ``$PUE_AGENT_CONFIG`` if that is set (empty:
+            no file), else ``/etc/pue-agent/agent.toml`` if it exists.
         **overrides: Highest-priority values (used by the CLI and tests).
 
     Raises:
         ConfigError: naming the file and field of every problem.
     """
     path = config
-    if path is None and DEFAULT_CONFIG_PATH.is_file():
-        path = DEFAULT_CONFIG_PATH
+    if path is None:
+        path = _default_config_path()
     if path is not None:
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")

@@ -24,6 +24,7 @@ from agent.settings import AgentSettings
 __all__ = [
     "EmissionFactor",
     "Formula",
+    "GridRenewableShare",
     "Meter",
     "MeterRole",
     "MeteringPoint",
@@ -54,6 +55,11 @@ class MeterRole(StrEnum):
     #: Journalled and reported, but part of no total unless a formula names it
     #: (UPS input/output meters beside PDU metering, sub-meters of a metered feeder).
     MONITOR = "monitor"
+    #: Battery storage: energy into / out of the battery (issue 19). In no E_DC / E_IT total
+    #: unless a formula names them; hourly matching carries the green share of the energy
+    #: stored to the discharge (first in, first out: docs/green-hourly.md).
+    STORAGE_CHARGE = "storage_charge"
+    STORAGE_DISCHARGE = "storage_discharge"
 
 
 class MeteringPoint(StrEnum):
@@ -92,6 +98,9 @@ class Meter(BaseModel):
         None, gt=0, description="Register resolution in kWh (0.01 for a 10 Wh register)."
     )
     rack: str | None = Field(None, description="Rack this meter feeds (for rack occupancy).")
+    flexible: bool = Field(
+        False, description="Feeds load that can be shifted in time (green-window KPI)."
+    )
 
     @model_validator(mode="after")
     def _needs_a_point(self) -> Meter:
@@ -120,6 +129,31 @@ class EmissionFactor(BaseModel):
     year: int = Field(ge=2000, le=2100)
 
 
+class GridRenewableShare(BaseModel):
+    """The grid's renewable share in the site's province, from an operator-provided table.
+
+    Given per calendar month (``by_month``: 12 fractions, January first) or per local hour
+    of the day (``by_hour``: 24 fractions), one of the two. Source and year are required:
+    without a stated table the grid is not a named source in the traceability rate.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    province: str = Field(min_length=1)
+    source: str = Field(min_length=3)
+    year: int = Field(ge=2000, le=2100)
+    by_month: list[float] | None = Field(None, min_length=12, max_length=12)
+    by_hour: list[float] | None = Field(None, min_length=24, max_length=24)
+
+    @model_validator(mode="after")
+    def _one_table(self) -> GridRenewableShare:
+        if (self.by_month is None) == (self.by_hour is None):
+            raise ValueError("grid_renewable_share needs one of by_month (12) or by_hour (24)")
+        if any(not 0.0 <= v <= 1.0 for v in self.by_month or self.by_hour or []):
+            raise ValueError("grid_renewable_share: shares are fractions between 0 and 1")
+        return self
+
+
 class SiteFacts(BaseModel):
     """Declared facts the meters cannot give; reports mark them as declared."""
 
@@ -133,6 +167,9 @@ class SiteFacts(BaseModel):
     rack_idle_threshold_w: float = Field(150.0, ge=0)
     equipment_purchase_cny: float | None = Field(None, ge=0)
     emission_factor: EmissionFactor | None = None
+    grid_renewable_share: GridRenewableShare | None = None
+    #: Racks whose load can be shifted in time: their IT meters count as ``flexible``.
+    flexible_racks: list[str] = Field(default_factory=list)
 
 
 class Site(BaseModel):

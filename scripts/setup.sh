@@ -15,7 +15,11 @@ DEBIAN_PACKAGES=(
   "${REPORT_PACKAGES[@]}"              # fonts and WeasyPrint's libraries for the PDF report
   prometheus-snmp-exporter collectd-core  # SNMP benchmark peers
   prometheus                           # promtool check metrics for /metrics tests
+  jq curl                              # deploy/green-window/ scheduler scripts (their test)
   systemd                              # systemd-analyze verify/security for the unit tests
+  chromium chromium-driver             # real browser for the web console tests (selenium)
+  nats-server                          # JetStream cluster for the campus tests (tests/cluster)
+  socat                                # virtual serial line (pty pair) for the Modbus RTU tests
 )
 apt_ensure setup "${DEBIAN_PACKAGES[@]}"
 

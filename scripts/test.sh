@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check agent collectors rules tests
 .venv/bin/mypy
-exec .venv/bin/pytest "$@"
+# Several workers: most tests wait on real servers, not on the CPU. The tests that install the
+# .deb on the host take a lock (tests/packaging/conftest.py), so they never overlap.
+exec .venv/bin/pytest -n "${PYTEST_WORKERS:-3}" "$@"

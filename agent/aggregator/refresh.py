@@ -26,6 +26,7 @@ import polars as pl
 from agent.green import GreenLedger, GreenLedgerError
 from agent.kpi import kpi_choices
 from agent.kpi.from_store import earlier_totals, store_kpis
+from agent.kpi.hourly import GreenSupply
 from agent.logs import get_logger
 from agent.schemas import PeriodKind
 from agent.site import Site
@@ -108,8 +109,21 @@ class KpiRefresher:
             _log.error("green ledger unreadable: REF without certificates", error=str(exc))
             return None
 
+    def _supply(self) -> GreenSupply:
+        """Green supply in time for hourly matching (none if the ledger is unreadable)."""
+        if self.green_path is None:
+            return GreenSupply.empty()
+        try:
+            return GreenLedger(self.green_path).supply()
+        except GreenLedgerError:
+            return GreenSupply.empty()  # already logged once by _green()
+
     def kpis(self, month: str) -> pl.DataFrame:
-        """The live KPIs (:data:`LIVE_KINDS`) of local month ``month``."""
+        """The live KPIs (:data:`LIVE_KINDS`) of local month ``month``.
+
+        With the month's hourly matching (day and month rows; the TTM's hourly share is
+        computed by ``pue-agent kpi``, which reads the twelve months' hours).
+        """
         return store_kpis(
             self.store,
             self.site,
@@ -118,6 +132,7 @@ class KpiRefresher:
             coverage_threshold=self.coverage_threshold,
             kinds=LIVE_KINDS,
             earlier=self._earlier_totals(month).lazy(),
+            supply=self._supply(),
         )
 
     def _load_packs(self) -> LoadedPacks:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from agent.logs import get_logger
 from agent.settings import AgentSettings, ApiSettings, ConfigError, read_secret
 
-__all__ = ["Role", "TokenTable", "parse_bearer"]
+__all__ = ["Role", "TokenTable", "parse_bearer", "token_digest"]
 
 _log = get_logger("api.auth")
 
@@ -30,7 +30,8 @@ class Role(enum.StrEnum):
     AUDITOR = "auditor"
 
 
-def _digest(token: str) -> bytes:
+def token_digest(token: str) -> bytes:
+    """SHA-256 of a token: what is kept in memory instead of the token (tables, sessions)."""
     # surrogateescape: aiohttp hands undecodable header bytes over as lone surrogates.
     return hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
 
@@ -80,14 +81,21 @@ class TokenTable:
                 if not secret.strip():
                     _log.warning("API token secret is empty; ignored", secret=name)
                     continue
-                entries.append((_digest(secret.strip()), role))
+                entries.append((token_digest(secret.strip()), role))
         return cls(entries)
 
     def role_of(self, token: str | None) -> Role | None:
         """The role of ``token`` (the highest if it is listed twice), or ``None``."""
         if token is None:
             return None
-        presented = _digest(token)
+        return self.role_of_digest(token_digest(token))
+
+    def role_of_digest(self, presented: bytes) -> Role | None:
+        """The role of the token whose :func:`token_digest` is ``presented``, or ``None``.
+
+        A console session keeps only this digest and asks again on every request, so a
+        token removed at a reload ends its sessions at once.
+        """
         found: Role | None = None
         for digest, role in self.entries:
             # No early exit: every digest is compared, whatever matched before.

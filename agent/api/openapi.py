@@ -66,6 +66,41 @@ _SCHEMAS: dict[str, Any] = {
             "reasons": {"type": "array", "items": {"type": "string"}},
         },
     },
+    "GreenWindow": {
+        "type": "object",
+        "required": ["site", "computed_at", "method", "today_ratio", "storage_green_kwh", "hours"],
+        "properties": {
+            "site": {"type": "string"},
+            "computed_at": {"type": "string", "format": "date-time"},
+            "method": {"type": "string"},
+            "today_ratio": {"type": "number", "minimum": 0},
+            "storage_green_kwh": {"type": "number", "minimum": 0},
+            "hours": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": [
+                        "hour_start",
+                        "hours_ahead",
+                        "expected_load_kw",
+                        "expected_onsite_kw",
+                        "contract_kw",
+                        "expected_surplus_kw",
+                        "green_share",
+                    ],
+                    "properties": {
+                        "hour_start": {"type": "string", "format": "date-time"},
+                        "hours_ahead": {"type": "integer", "minimum": 0},
+                        "expected_load_kw": {"type": "number"},
+                        "expected_onsite_kw": {"type": "number"},
+                        "contract_kw": {"type": "number"},
+                        "expected_surplus_kw": {"type": "number", "minimum": 0},
+                        "green_share": _NUMBER_OR_NULL,
+                    },
+                },
+            },
+        },
+    },
     "RealtimeKpi": {
         "type": "object",
         "required": [
@@ -149,6 +184,192 @@ _SCHEMAS: dict[str, Any] = {
 }
 
 
+#: The web console's JSON (agent/api/console.py, docs/console.md): open objects, since the
+#: page reads them and may gain fields; the required keys are the contract.
+_CONSOLE_SCHEMAS: dict[str, Any] = {
+    "ConsoleSession": {
+        "type": "object",
+        "required": ["role", "site", "timezone", "version"],
+        "properties": {
+            "role": {"type": "string", "enum": ["ops", "auditor"]},
+            "site": _STRING_OR_NULL,
+            "site_name": _STRING_OR_NULL,
+            "site_name_zh": _STRING_OR_NULL,
+            "timezone": {"type": "string", "description": "The site's IANA time zone."},
+            "version": {"type": "string"},
+        },
+    },
+    "ConsoleOverview": {
+        "type": "object",
+        "required": ["site", "today", "month", "ttm", "hourly"],
+        "properties": {
+            "site": {"type": "string"},
+            "today": {"type": "object", "description": "Stored day KPIs by metric."},
+            "month": {"type": "object", "description": "Latest stored month KPIs by metric."},
+            "ttm": {"type": "object", "description": "Latest stored TTM KPIs by metric."},
+            "hourly": {
+                "type": "array",
+                "description": "Stored hourly energy PUE and mean power, last 24 hours.",
+                "items": {"type": "object"},
+            },
+        },
+    },
+    "ConsoleLive": {
+        "type": "object",
+        "required": ["realtime", "silent_meters", "lag", "alarms", "sent_at"],
+        "properties": {
+            "realtime": {"type": "object", "nullable": True},
+            "silent_meters": {"type": "array", "items": {"type": "object"}},
+            "lag": {"type": "array", "items": {"type": "object"}},
+            "lag_alarm_batches": {"type": "integer"},
+            "journal": {"type": "object"},
+            "alarms": {"type": "array", "items": {"type": "object"}},
+            "sent_at": {"type": "string", "format": "date-time"},
+        },
+    },
+    "ConsoleAudit": {
+        "type": "object",
+        "required": ["site", "key_fingerprint", "months"],
+        "properties": {
+            "site": _STRING_OR_NULL,
+            "key_fingerprint": _STRING_OR_NULL,
+            "public_key_pem": _STRING_OR_NULL,
+            "months": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "ConsoleVerify": {
+        "type": "object",
+        "required": ["ok", "failed_check", "checks"],
+        "properties": {
+            "ok": {"type": "boolean"},
+            "sha256": {"type": "string"},
+            "size_bytes": {"type": "integer"},
+            "key_fingerprint": _STRING_OR_NULL,
+            "failed_check": _STRING_OR_NULL,
+            "checks": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "outcome", "detail"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "outcome": {
+                            "type": "string",
+                            "enum": ["ok", "failed", "skipped", "warning"],
+                        },
+                        "detail": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
+    "ConsoleLogin": {
+        "type": "object",
+        "required": ["role"],
+        "properties": {"role": {"type": "string", "enum": ["ops", "auditor"]}},
+    },
+}
+
+
+def _post(
+    summary: str,
+    responses: dict[str, Any],
+    body: dict[str, Any],
+    *,
+    roles: tuple[str, ...] | None,
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "requestBody": {"required": True, "content": body},
+        "responses": responses,
+    }
+    if roles is None:
+        operation["security"] = []
+    else:
+        operation["description"] = f"Roles: {', '.join(roles)}; a bearer token or a session."
+        operation["responses"] = {**responses, **_AUTH_ERRORS}
+    return {"post": operation}
+
+
+def _console_paths(month_path: dict[str, Any]) -> dict[str, Any]:
+    """The console's endpoints (the page reads them with its session cookie)."""
+    both = ("ops", "auditor")
+    unavailable = _error("No site model or store.")
+    cross = _error("A browser request from another origin.")
+    return {
+        "/api/v1/console/login": _post(
+            "Exchange an API token for a console session (HttpOnly SameSite=Strict cookie).",
+            {
+                "200": _json("ConsoleLogin"),
+                "400": _error("The body is not JSON."),
+                "401": _error("Unknown token."),
+                "403": cross,
+            },
+            {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["token"],
+                        "properties": {"token": {"type": "string"}},
+                    }
+                }
+            },
+            roles=None,
+        ),
+        "/api/v1/console/session": _get(
+            "Who the session (or token) is, and the site's name and time zone.",
+            {"200": _json("ConsoleSession")},
+            roles=both,
+        ),
+        "/api/v1/console/overview": _get(
+            "Stored energy KPIs of today, this month and the TTM; the last 24 hours.",
+            {"200": _json("ConsoleOverview"), "503": unavailable},
+            roles=("ops",),
+        ),
+        "/api/v1/console/live": _get(
+            "Real-time PUE, power by role, silent meters, journal lag and alarms "
+            "(also streamed as server-sent events from /api/v1/console/events).",
+            {"200": _json("ConsoleLive")},
+            roles=("ops",),
+        ),
+        "/api/v1/console/audit": _get(
+            "Months with a report bundle, their findings, the signing key's fingerprint.",
+            {"200": _json("ConsoleAudit")},
+            roles=both,
+        ),
+        "/api/v1/console/verify": _post(
+            "Run the checks of `pue-agent verify` on an uploaded bundle (the .zip as the body).",
+            {
+                "200": _json(
+                    "ConsoleVerify", "The checks (an empty or non-zip body fails the first)."
+                ),
+                "403": cross,
+                "413": _error("Bundle too large."),
+            },
+            {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+            roles=both,
+        ),
+        "/api/v1/reports/{month}/pdf": _get(
+            "The PDF of a month's report, taken from its bundle.",
+            {
+                "200": _content("application/pdf", {"type": "string", "format": "binary"}),
+                "400": _error("Not a month or not a language."),
+                "404": _error("No bundle, or no PDF in that language."),
+            },
+            roles=both,
+            parameters=[
+                month_path,
+                {
+                    "name": "lang",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["zh", "en"]},
+                },
+            ],
+        ),
+    }
+
+
 def _get(
     summary: str,
     responses: dict[str, Any],
@@ -228,6 +449,12 @@ def openapi_document() -> dict[str, Any]:
             roles=("ops", "auditor"),
             parameters=[period, kind],
         ),
+        "/api/v1/green-window": _get(
+            "Green-window signal: expected green surplus (kW) and green share for the current "
+            "hour and the next 24 (forecast method stated in the body).",
+            {"200": _json("GreenWindow"), "503": unavailable},
+            roles=("ops", "auditor"),
+        ),
         "/api/v1/findings": _get(
             "Policy findings for a month (rules engine over the stored KPIs).",
             {"200": _json("FindingList"), "400": _error("Bad period."), "503": unavailable},
@@ -249,6 +476,7 @@ def openapi_document() -> dict[str, Any]:
             roles=("ops", "auditor"),
             parameters=[month_path],
         ),
+        **_console_paths(month_path),
     }
     return {
         "openapi": "3.0.3",
@@ -263,7 +491,7 @@ def openapi_document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": _SCHEMAS,
+            "schemas": {**_SCHEMAS, **_CONSOLE_SCHEMAS},
         },
         "security": [{"bearer": []}],
     }

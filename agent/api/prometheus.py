@@ -17,14 +17,19 @@ import polars as pl
 from prometheus_client import Gauge
 
 from agent import metrics
+from agent.kpi.green_window import GreenWindow
 from agent.realtime import RealtimeSnapshot
 
 __all__ = [
     "EXPORTED_KINDS",
+    "GREEN_WINDOW_SHARE",
+    "GREEN_WINDOW_STORAGE",
+    "GREEN_WINDOW_SURPLUS",
     "SITE_KPI",
     "SITE_KPI_COVERAGE",
     "SITE_POWER",
     "SITE_PUE_REALTIME",
+    "refresh_green_window",
     "refresh_site_metrics",
 ]
 
@@ -55,6 +60,26 @@ SITE_KPI_COVERAGE = Gauge(
     "pue_agent_site_kpi_coverage_ratio",
     "Data coverage (0 to 1) of the stored KPI with the same site, metric and period.",
     ["site", "metric", "period_kind", "period"],
+    registry=metrics.REGISTRY,
+)
+
+GREEN_WINDOW_SURPLUS = Gauge(
+    "pue_agent_green_window_surplus_watts",
+    "Expected green surplus of the current hour (hours_ahead 0) and the next 24: 7-day "
+    "same-hour on-site mean x today's ratio + contracts - load (GET /api/v1/green-window).",
+    ["site", "hours_ahead"],
+    registry=metrics.REGISTRY,
+)
+GREEN_WINDOW_SHARE = Gauge(
+    "pue_agent_green_window_share_ratio",
+    "Expected green share (0 to 1) of the current hour and the next 24 (green window).",
+    ["site", "hours_ahead"],
+    registry=metrics.REGISTRY,
+)
+GREEN_WINDOW_STORAGE = Gauge(
+    "pue_agent_green_window_storage_green_kwh",
+    "Green energy the battery holds now (first-in-first-out accounting of hourly matching).",
+    ["site"],
     registry=metrics.REGISTRY,
 )
 
@@ -98,3 +123,18 @@ def refresh_site_metrics(
             SITE_KPI_COVERAGE.labels(site, row["metric"], row["period_kind"], row["period"]).set(
                 row["coverage"]
             )
+
+
+def refresh_green_window(site: str, window: GreenWindow | None) -> None:
+    """Set the green-window gauges (cleared when the window cannot be computed)."""
+    for gauge in (GREEN_WINDOW_SURPLUS, GREEN_WINDOW_SHARE, GREEN_WINDOW_STORAGE):
+        gauge.clear()
+    if window is None:
+        return
+    GREEN_WINDOW_STORAGE.labels(site).set(window.storage_green_kwh)
+    for row in window.hours.iter_rows(named=True):
+        ahead = str(row["hours_ahead"])
+        # Prometheus base unit: watts (the API gives kW).
+        GREEN_WINDOW_SURPLUS.labels(site, ahead).set(row["expected_surplus_kw"] * 1000.0)
+        if row["green_share"] is not None:
+            GREEN_WINDOW_SHARE.labels(site, ahead).set(row["green_share"])

@@ -24,9 +24,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from agent import __version__, metrics
 from agent.api.auth import Role, TokenTable, parse_bearer
+from agent.api.console import CONSOLE_ROUTE_ROLES, Console
 from agent.api.guard import ConnectionGuard, GuardedRunner, connection_limit
 from agent.api.openapi import openapi_document
-from agent.api.prometheus import refresh_site_metrics
+from agent.api.prometheus import refresh_green_window, refresh_site_metrics
 from agent.api.sources import (
     KpiSource,
     RealtimeFollower,
@@ -36,6 +37,7 @@ from agent.api.sources import (
     report_path,
     stored_kpis,
 )
+from agent.kpi.green_window import GreenWindowUnavailableError, green_window_for
 from agent.logs import get_logger
 from agent.periods import MONTH_RE, PERIOD_RE
 from agent.pipeline import Agent
@@ -75,7 +77,10 @@ ROUTE_ROLES: dict[str, frozenset[Role]] = {
     "/api/v1/kpi/current": _KPI_READERS,
     "/api/v1/kpi": _KPI_READERS,
     "/api/v1/findings": _OPS,
+    "/api/v1/green-window": _KPI_READERS,
     "/api/v1/reports/{month}": _KPI_READERS,
+    # The web console (agent/api/console.py): its page is public, its data is not.
+    **CONSOLE_ROUTE_ROLES,
 }
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -120,6 +125,7 @@ class ApiServer:
     #: ``[api] metrics_port``: the token-less /metrics listener, when enabled.
     metrics_url: str = field(default="", init=False)
     _metrics_runner: web.AppRunner | None = field(default=None, init=False)
+    console: Console | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.tokens = TokenTable.load(self.agent.settings.api, self.agent.settings)
@@ -163,7 +169,16 @@ class ApiServer:
         app.router.add_get("/api/v1/kpi/current", self._kpi_current)
         app.router.add_get("/api/v1/kpi", self._kpi_period)
         app.router.add_get("/api/v1/findings", self._findings)
+        app.router.add_get("/api/v1/green-window", self._green_window)
         app.router.add_get("/api/v1/reports/{month}", self._report)
+        self.console = Console(
+            self.agent,
+            self.kpi_source,
+            tokens=lambda: self.tokens,
+            follower=lambda: self.follower,
+            tls=context is not None,
+        )
+        self.console.add_routes(app)
         self._runner = await self._listen(app, api.listen, api.port, context, "")
         scheme = "https" if context else "http"
         host = f"[{api.listen}]" if ":" in api.listen else api.listen
@@ -229,6 +244,8 @@ class ApiServer:
             self._metrics_runner = None
         if self.follower is not None:
             await self.follower.stop()
+        if self.console is not None:
+            self.console.close()  # live streams end, so the runner need not wait for them
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -242,7 +259,11 @@ class ApiServer:
         allowed = ROUTE_ROLES.get(canonical or "")
         if allowed is None or not allowed:
             return await handler(request)
-        role = self.tokens.role_of(parse_bearer(request.headers.get("Authorization")))
+        header = request.headers.get("Authorization")
+        role = self.tokens.role_of(parse_bearer(header))
+        if header is None and self.console is not None:
+            # A console session (cookie) stands for the token it was opened with.
+            role = self.console.role_of(request)
         if role is None:
             AUTH_FAILURES.labels("unauthenticated").inc()
             # The path and peer are logged; the header never is.
@@ -310,6 +331,12 @@ class ApiServer:
             _log.warning("metrics: stored KPIs unavailable", error=str(exc))
             kpis = None
         refresh_site_metrics(self.agent.site.id, snapshot, kpis)
+        try:
+            window = await asyncio.to_thread(green_window_for, self.agent.settings, self.agent.site)
+        except GreenWindowUnavailableError as exc:
+            _log.warning("metrics: green window unavailable", error=str(exc))
+            window = None
+        refresh_green_window(self.agent.site.id, window)
 
     def _site_id(self) -> str:
         if self.agent.site is None:
@@ -349,6 +376,16 @@ class ApiServer:
             return _error(503, str(exc))
         rows = _rows(filter_kpis(kpis, period, kind))
         return web.json_response({"site": site, "period": period, "kind": kind, "kpis": rows})
+
+    async def _green_window(self, request: web.Request) -> web.Response:
+        del request
+        if self.agent.site is None:
+            return _error(503, "no site model is configured: no green window")
+        try:
+            window = await asyncio.to_thread(green_window_for, self.agent.settings, self.agent.site)
+        except GreenWindowUnavailableError as exc:
+            return _error(503, str(exc))
+        return web.json_response(window.to_json())
 
     async def _findings(self, request: web.Request) -> web.Response:
         period = request.query.get("period", "")

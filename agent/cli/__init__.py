@@ -8,26 +8,75 @@ error exit, loading settings and the site — is in :mod:`agent.cli.common`.
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
+from typing import TYPE_CHECKING
 
 import typer
+import typer.core
+import typer.main
 
 from agent import __version__
-from agent.cli import daemon, demo, imports, kpi, report
 from agent.cli.common import err
-from agent.cli.green import green_app
-from agent.cli.journal import journal_app
-from agent.cli.keys import keys_app
-from agent.cli.probe import probe_app
-from agent.cli.rules import rules_app
 from agent.probe import EXIT_FAILED, EXIT_USAGE, error_exit
 from agent.settings import ConfigError
 from agent.site import SiteError
 
-__all__ = ["app", "main"]
+if TYPE_CHECKING:
+    # Typer ships its own copy of click; its group methods are typed with that copy's classes.
+    from typer._click import Command, Context
+
+__all__ = ["COMMANDS", "app", "main"]
+
+#: Every command and command group by name: the module and the function (or Typer group)
+#: that implements it. A module is imported only when its command runs (or ``--help`` lists
+#: it): ``pue-agent kpi`` never loads the daemon, the demo's devices, the report's charts or
+#: a protocol library, which halves a command's start-up.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("agent.cli.daemon", "run"),
+    "check": ("agent.cli.daemon", "check"),
+    "demo": ("agent.cli.demo", "demo"),
+    "kpi": ("agent.cli.kpi", "kpi"),
+    "import": ("agent.cli.imports", "import_readings"),
+    "report": ("agent.cli.report", "report"),
+    "verify": ("agent.cli.report", "verify_report"),
+    "journal": ("agent.cli.journal", "journal_app"),
+    "probe": ("agent.cli.probe", "probe_app"),
+    "green": ("agent.cli.green", "green_app"),
+    "rules": ("agent.cli.rules", "rules_app"),
+    "keys": ("agent.cli.keys", "keys_app"),
+}
+
+
+def _load_command(name: str) -> Command:
+    """The click command for ``name``, importing its module now."""
+    module_name, attribute = COMMANDS[name]
+    target = getattr(importlib.import_module(module_name), attribute)
+    if isinstance(target, typer.Typer):
+        command = typer.main.get_command(target)
+    else:
+        single = typer.Typer()
+        single.command(name)(target)
+        command = typer.main.get_command(single)
+    command.name = name
+    return command
+
+
+class _LazyGroup(typer.core.TyperGroup):
+    """The root group: the commands of :data:`COMMANDS`, each loaded when first asked for."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        return [*super().list_commands(ctx), *COMMANDS]
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        if cmd_name in COMMANDS:
+            return _load_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
 
 app = typer.Typer(
+    cls=_LazyGroup,
     name="pue-agent",
     help="Collect datacenter energy telemetry and prove PUE, green share and CUE.",
     no_args_is_help=True,
@@ -56,19 +105,6 @@ def _root(
     """Collect datacenter energy telemetry and prove PUE, green share and CUE."""
     del version
 
-
-app.command()(daemon.run)
-app.command()(daemon.check)
-app.command()(demo.demo)
-app.command("kpi")(kpi.kpi)
-app.command("import")(imports.import_readings)
-app.command("report")(report.report)
-app.command("verify")(report.verify_report)
-app.add_typer(journal_app, name="journal")
-app.add_typer(probe_app, name="probe")
-app.add_typer(green_app, name="green")
-app.add_typer(rules_app, name="rules")
-app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:

@@ -212,7 +212,8 @@ def check(config: ConfigOption = None, state_dir: StateDirOption = None) -> None
     lines.append(_packs_line(settings.policies_path(), problems))
     lines += _report_font_lines(settings, site, problems)
     for line in lines:
-        out.print(line, highlight=False, markup=False)
+        # One plan line per output line, never wrapped inside a path: operators grep this.
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
     if problems:
         for problem in problems:
             err.print(problem, highlight=False, markup=False, soft_wrap=True)

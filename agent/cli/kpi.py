@@ -19,10 +19,27 @@ from agent.cli.common import (
 )
 from agent.green import GreenLedger, GreenLedgerError
 from agent.kpi.from_store import compute_and_store_month, month_silences
+from agent.kpi.hourly import HOURLY_METRICS
 from agent.periods import PeriodError
 from agent.store import IntervalStore
 
 __all__ = ["kpi"]
+
+
+def _hourly_summary(shown: pl.DataFrame) -> dict[str, dict[str, float | None]]:
+    """Hourly matching beside the annual REF, per window (``month``, ``ttm``).
+
+    The same values as the ``kpis`` rows, keyed by metric for a reader that wants just these.
+    """
+    wanted = ["ref", *HOURLY_METRICS]
+    rows = shown.filter(pl.col("metric").is_in(wanted))
+    return {
+        kind: {
+            r["metric"]: r["value"]
+            for r in rows.filter(pl.col("period_kind") == kind).iter_rows(named=True)
+        }
+        for kind in ("month", "ttm")
+    }
 
 
 def kpi(
@@ -36,9 +53,12 @@ def kpi(
     settings = settings_or_exit(config, state_dir)
     site = site_or_exit(settings, needed_for="nothing to compute")
     try:
-        green = GreenLedger(settings.green_ledger_path()).frame()
+        ledger = GreenLedger(settings.green_ledger_path())
+        green, supply = ledger.frame(), ledger.supply()
         store = IntervalStore(settings.store_path())
-        kpis, choices = compute_and_store_month(store, site, green, period, threshold)
+        kpis, choices = compute_and_store_month(
+            store, site, green, period, threshold, supply=supply
+        )
         silences = month_silences(store, site, period)
     except (PeriodError, GreenLedgerError) as exc:
         raise fail(str(exc)) from exc
@@ -58,6 +78,7 @@ def kpi(
                     "kpis": rows,
                     "choices": choices,
                     "silent_periods": silent,
+                    "hourly_matching": _hourly_summary(shown),
                 }
             )
         )

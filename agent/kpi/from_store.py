@@ -25,6 +25,7 @@ import polars as pl
 
 from agent.energy.silence import describe_silences
 from agent.kpi.compute import DEFAULT_KINDS, compute_kpis, kpi_choices, sort_kpis
+from agent.kpi.hourly import HOURLY_CHOICES, GreenSupply, hourly_kpis, match_hours
 from agent.periods import month_bounds, shift_month, ttm_bounds, whole_hour_offsets
 from agent.schemas import KPI_SCHEMA, PeriodKind
 from agent.site import Site
@@ -34,6 +35,7 @@ __all__ = [
     "compute_and_store_month",
     "earlier_rows",
     "earlier_totals",
+    "hour_rows",
     "month_rows",
     "month_silences",
     "recorded_silences",
@@ -68,10 +70,60 @@ def month_rows(store: IntervalStore, site: Site, month: str) -> pl.LazyFrame:
 
     The hourly roll-ups where the zone's offsets are whole hours, base intervals otherwise.
     """
-    m_start, m_end = month_bounds(month, site.timezone)
+    return hour_rows(store, site, *month_bounds(month, site.timezone))
+
+
+def hour_rows(store: IntervalStore, site: Site, start: datetime, end: datetime) -> pl.LazyFrame:
+    """Rows of ``[start, end)`` that keep local hours whole (for hourly matching).
+
+    The hourly roll-ups where the zone's offsets are whole hours, base intervals otherwise.
+    """
     if whole_hour_offsets(site.timezone):
-        return store.read_rollup(m_start, m_end, every="1h")
-    return store.scan_intervals(m_start, m_end)
+        return store.read_rollup(start, end, every="1h")
+    return store.scan_intervals(start, end)
+
+
+def _hourly(
+    store: IntervalStore,
+    site: Site,
+    supply: GreenSupply,
+    *,
+    month: str,
+    coverage_threshold: float,
+    kinds: Sequence[PeriodKind],
+    whole_ttm: bool,
+) -> pl.DataFrame | None:
+    """Hourly-matching KPIs of ``month`` (docs/green-hourly.md); ``None`` if no kind wants them.
+
+    Days and the month are matched over the month's hours (the battery queue starts at
+    the month), so ``pue-agent kpi``, the live refresh and the report give the same
+    figures. ``whole_ttm``: the TTM row too, matched over the twelve months' hours (the
+    queue runs across months); the live refresh has no TTM row.
+    """
+    tz = site.timezone
+    m_start, m_end = month_bounds(month, tz)
+    frames = []
+    in_month = [k for k in kinds if k in (PeriodKind.DAY, PeriodKind.MONTH)]
+    if in_month:
+        hours = match_hours(hour_rows(store, site, m_start, m_end), site, supply).collect()
+        frames.append(
+            hourly_kpis(
+                hours, site, month=month, coverage_threshold=coverage_threshold, kinds=in_month
+            )
+        )
+    if whole_ttm and PeriodKind.TTM in kinds:
+        t_start = ttm_bounds(month, tz)[0]
+        hours = match_hours(hour_rows(store, site, t_start, m_end), site, supply).collect()
+        frames.append(
+            hourly_kpis(
+                hours,
+                site,
+                month=month,
+                coverage_threshold=coverage_threshold,
+                kinds=[PeriodKind.TTM],
+            )
+        )
+    return pl.concat(frames, how="vertical") if frames else None
 
 
 def store_kpis(
@@ -83,6 +135,7 @@ def store_kpis(
     coverage_threshold: float = 0.95,
     kinds: Sequence[PeriodKind] = DEFAULT_KINDS,
     earlier: pl.LazyFrame | None = None,
+    supply: GreenSupply | None = None,
 ) -> pl.DataFrame:
     """:func:`compute_kpis` of ``month`` over the store, reading per kind only what it needs.
 
@@ -95,6 +148,9 @@ def store_kpis(
         kinds: Period kinds to compute.
         earlier: Rows standing for the eleven months before ``month`` (e.g. a caller's
             cached per-meter sums of :func:`earlier_rows`); read from the store if ``None``.
+        supply: Green supply placed in time (:meth:`agent.green.GreenLedger.supply`): adds
+            the hourly-matching KPIs (:data:`agent.kpi.hourly.HOURLY_METRICS`) of the days,
+            the month and, unless ``earlier`` is given (the live refresh), the TTM.
 
     Returns:
         Rows in :data:`KPI_SCHEMA`, in ``compute_kpis`` order.
@@ -119,6 +175,18 @@ def store_kpis(
         )
         for rows, kinds in passes
     ]
+    if supply is not None:
+        hourly = _hourly(
+            store,
+            site,
+            supply,
+            month=month,
+            coverage_threshold=coverage_threshold,
+            kinds=wanted,
+            whole_ttm=earlier is None,
+        )
+        if hourly is not None:
+            frames.append(hourly)
     if not frames:
         return pl.DataFrame(schema=KPI_SCHEMA)
     return sort_kpis(pl.concat(frames, how="vertical"))
@@ -130,17 +198,23 @@ def compute_and_store_month(
     green: pl.DataFrame | None,
     month: str,
     coverage_threshold: float = 0.95,
+    supply: GreenSupply | None = None,
 ) -> tuple[pl.DataFrame, dict[str, object]]:
     """Compute every KPI kind of ``month`` from the store, store them; return them and the choices.
 
     What ``pue-agent kpi`` runs: each period kind reads only what it needs
     (:func:`store_kpis`), and the KPIs are written back with the choices they were
-    computed with, so the rules, the API and the sinks see the same rows.
+    computed with, so the rules, the API and the sinks see the same rows. With ``supply``
+    the hourly-matching KPIs are included (over the twelve months' hours).
     """
-    kpis = store_kpis(store, site, green, month=month, coverage_threshold=coverage_threshold)
+    kpis = store_kpis(
+        store, site, green, month=month, coverage_threshold=coverage_threshold, supply=supply
+    )
     choices = kpi_choices(
         site, coverage_threshold=coverage_threshold, computed_at=datetime.now(UTC)
     )
+    if supply is not None:
+        choices["hourly_matching"] = HOURLY_CHOICES
     store.write_kpis(kpis, choices=choices)
     return kpis, choices
 

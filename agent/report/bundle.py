@@ -10,6 +10,8 @@ Layout (see ``docs/report.md``)::
       data/kpis.json                   every KPI (month, days, TTM, TTM history)
       data/findings.json               rule findings
       data/site.json, data/green.json  the site model and green ledger the KPIs used
+      data/green_hourly.json           green supply placed in time (contract hours,
+                                       certificate production periods): hourly matching
       data/silences.json               meters' silent periods and how their energy was filled
       journal.json                     journal chain hashes covering the month
       manifest.json, manifest.sig      SHA-256 of every file; Ed25519 signature
@@ -40,6 +42,14 @@ import zstandard
 from agent.energy.silence import describe_silences
 from agent.keys import SigningKey, public_key_pem
 from agent.kpi import KPI_ENGINE, compute_kpis
+from agent.kpi.compute import sort_kpis
+from agent.kpi.hourly import (
+    CERTIFICATE_SCHEMA,
+    CONTRACT_HOURS_SCHEMA,
+    GreenSupply,
+    hourly_kpis,
+    match_hours,
+)
 from agent.periods import month_bounds, shift_month
 from agent.report.breakdown import daily_breakdown
 from agent.report.i18n import Lang
@@ -81,6 +91,7 @@ KPIS = "data/kpis.json"
 FINDINGS = "data/findings.json"
 SITE = "data/site.json"
 GREEN = "data/green.json"
+GREEN_HOURLY = "data/green_hourly.json"
 SILENCES = "data/silences.json"
 JOURNAL = "journal.json"
 
@@ -126,6 +137,8 @@ class ReportRequest:
     policies_dir: Path | None = None
     csv: bool = True
     silences: pl.DataFrame | None = None
+    #: Green supply placed in time for the hourly-matching section (``None``: meters only).
+    supply: GreenSupply | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +171,30 @@ def _kpi_rows_json(frame: pl.DataFrame) -> list[dict[str, Any]]:
 REPORT_KINDS = (PeriodKind.HOUR, PeriodKind.DAY, PeriodKind.MONTH, PeriodKind.TTM)
 
 
+def supply_json(supply: GreenSupply) -> dict[str, Any]:
+    """``data/green_hourly.json``: contract hours and certificates as hourly matching read them."""
+    return {
+        "contracts": supply.contracts.to_dicts(),
+        "certificates": supply.certificates.to_dicts(),
+    }
+
+
+def supply_from_json(document: Mapping[str, Any]) -> GreenSupply:
+    """Inverse of :func:`supply_json`."""
+    return GreenSupply(
+        pl.DataFrame(document.get("contracts") or [], schema=CONTRACT_HOURS_SCHEMA),
+        pl.DataFrame(document.get("certificates") or [], schema=CERTIFICATE_SCHEMA),
+    )
+
+
+def bundle_hours(hourly: pl.DataFrame, site: Site, supply: GreenSupply) -> pl.DataFrame:
+    """The month's matched hours (``HOUR_SCHEMA``) from the bundle's hourly roll-up.
+
+    The battery queue starts at the month (the bundle holds the month's hours only).
+    """
+    return match_hours(hourly.lazy().select(INTERVAL_SCHEMA.names()), site, supply).collect()
+
+
 def compute_bundle_kpis(
     hourly: pl.DataFrame,
     history: pl.LazyFrame,
@@ -166,6 +203,7 @@ def compute_bundle_kpis(
     *,
     month: str,
     coverage_threshold: float,
+    supply: GreenSupply | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Every figure of the bundle, from its interval files; ``verify`` calls this too.
 
@@ -176,6 +214,8 @@ def compute_bundle_kpis(
         green: The documentary green ledger.
         month: The report month.
         coverage_threshold: Below it a figure is ``insufficient_data``.
+        supply: ``data/green_hourly.json``: adds the hourly-matching KPIs of the days and
+            the month (``None``, a bundle without that file: none).
 
     Returns:
         ``(kpis, history_kpis, breakdown)``: the month's KPI rows, the month and TTM
@@ -191,6 +231,15 @@ def compute_bundle_kpis(
         coverage_threshold=coverage_threshold,
         kinds=REPORT_KINDS,
     )
+    if supply is not None:
+        matched = hourly_kpis(
+            bundle_hours(hourly, site, supply),
+            site,
+            month=month,
+            coverage_threshold=coverage_threshold,
+            kinds=(PeriodKind.DAY, PeriodKind.MONTH),
+        )
+        kpis = sort_kpis(pl.concat([kpis, matched], how="vertical"))
     earlier = [
         compute_kpis(
             history,
@@ -374,6 +423,8 @@ def build_bundle(
     site_doc = site.model_dump(mode="json")
     _write_json(work / SITE, site_doc)
     _write_json(work / GREEN, green.to_dicts() if green is not None else [])
+    supply = request.supply if request.supply is not None else GreenSupply.empty()
+    _write_json(work / GREEN_HOURLY, supply_json(supply))
 
     kpis, history_kpis, breakdown = compute_bundle_kpis(
         hourly,
@@ -382,6 +433,7 @@ def build_bundle(
         green,
         month=month,
         coverage_threshold=request.coverage_threshold,
+        supply=supply,
     )
     stages.done("kpis")
     packs = load_packs(request.policies_dir)
@@ -451,6 +503,8 @@ def build_bundle(
         generated=generated,
         silences=silences,
         packs={pack.id: pack for pack in packs},
+        hourly=bundle_hours(hourly, site, supply),
+        hourly_supplied=bool(supply.contracts.height or supply.certificates.height),
     )
     stages.done("quality tables")
     for lang, (html_name, pdf_name) in report_file_names(langs).items():

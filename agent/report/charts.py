@@ -21,7 +21,7 @@ from matplotlib import font_manager
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["CHART_NAMES", "render_charts"]
+__all__ = ["CHART_NAMES", "hourly_heatmap", "render_charts"]
 
 CHART_NAMES = ("daily_pue", "ttm_pue", "energy_breakdown", "green_share")
 
@@ -190,6 +190,38 @@ def _green(kpis: pl.DataFrame, breakdown: pl.DataFrame, text: Mapping[str, str])
     ax.tick_params(axis="x", labelsize=7)
     ax.set_ylim(0, max(top, 1.0) * 1.3)
     ax.legend(loc="upper left", prop={"family": _font_family(), "size": 7})
+    return _png(fig)
+
+
+def hourly_heatmap(hours: pl.DataFrame, timezone: str, text: Mapping[str, str]) -> bytes:
+    """Heat map of the hourly-matched green share: local day (rows) x hour of day (columns).
+
+    ``hours`` are matched hours (``agent.kpi.hourly.HOUR_SCHEMA``); an hour without
+    consumption or without data is left blank.
+    """
+    local = hours.select(
+        pl.col("hour_start").dt.convert_time_zone(timezone).dt.strftime("%d").alias("day"),
+        pl.col("hour_start").dt.convert_time_zone(timezone).dt.hour().alias("hour"),
+        pl.when(pl.col("consumption_kwh") > 0)
+        .then(pl.col("matched_kwh") / pl.col("consumption_kwh"))
+        .alias("share"),
+    )
+    days = sorted(set(local["day"].to_list()))
+    grid = [[float("nan")] * 24 for _ in days]
+    row_of = {d: i for i, d in enumerate(days)}
+    for day, hour, share in local.iter_rows():
+        if share is not None:
+            grid[row_of[day]][hour] = share * 100.0
+    with mpl.rc_context({"font.family": _font_family()}):
+        fig, ax = plt.subplots(figsize=(7.2, 0.16 * max(len(days), 8) + 0.9), layout="constrained")
+    image = ax.imshow(grid, aspect="auto", cmap="YlGn", vmin=0.0, vmax=100.0)
+    ax.set_xticks(range(0, 24, 2), [str(h) for h in range(0, 24, 2)], fontsize=7)
+    ax.set_yticks(range(len(days)), days, fontsize=6)
+    ax.set_xlabel(text["hourly_hour"], fontfamily=_font_family())
+    ax.set_ylabel(text["day"], fontfamily=_font_family())
+    bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.01)
+    bar.set_label("%", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
     return _png(fig)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import jinja2
 import polars as pl
 
-from agent.report.charts import render_charts
+from agent.report.charts import hourly_heatmap, render_charts
 from agent.report.i18n import METHODOLOGY, POINT_NAMES, ROLE_NAMES, TEXT, TITLE_ZH, Lang
 from agent.report.rollup import EVENT_KINDS
 from agent.report.wording import FindingView, fact_value, view_finding
@@ -60,6 +60,10 @@ class ReportData:
     silences: pl.DataFrame | None = None
     #: The policy packs by id (the wording of findings: titles, clauses, benefits).
     packs: Mapping[str, Pack] = field(default_factory=dict)
+    #: Matched hours of the month (``agent.kpi.hourly.HOUR_SCHEMA``) for the hourly section.
+    hourly: pl.DataFrame | None = None
+    #: Whether contracts with hourly profiles or certificates were in the bundle's supply.
+    hourly_supplied: bool = False
 
 
 @cache
@@ -422,6 +426,66 @@ def _thresholds(data: ReportData, views: list[FindingView]) -> list[tuple[float,
     return [(value, " / ".join(dict.fromkeys(names))) for value, names in sorted(labels.items())]
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _hourly_section(data: ReportData, t: Mapping[str, str]) -> dict[str, Any] | None:
+    """The hourly-matching section: month figures, heat map, per-hour-of-day table."""
+    hours = data.hourly
+    if hours is None or hours.height == 0:
+        return None
+    boxes = []
+    for metric, label, fmt in (
+        ("hourly_matched_green_share", "hourly_share", "pct"),
+        ("ref", "hourly_ref", "pct"),
+        ("hourly_traceability_rate", "hourly_trace", "pct"),
+        ("hourly_unmatched_hours", "hourly_unmatched", "int"),
+        ("cue_hourly", "hourly_cue", "num"),
+    ):
+        row = _kpi(data.kpis, "month", metric)
+        if row is None:
+            continue
+        value = row["value"]
+        text = (
+            _pct(value)
+            if fmt == "pct"
+            else (_num(value, 0) if fmt == "int" else f"{_num(value, 3)} {row['unit']}")
+        )
+        boxes.append({"label": t[label], "value": text, "insufficient": value is None})
+    columns = {
+        "consumption_kwh": "hourly_col_consumption",
+        "matched_kwh": "hourly_col_matched",
+        "onsite_used_kwh": "hourly_col_onsite",
+        "storage_green_kwh": "hourly_col_storage",
+        "contract_kwh": "hourly_col_contract",
+        "certificate_kwh": "hourly_col_certificate",
+    }
+    by_hour = (
+        hours.group_by(
+            pl.col("hour_start").dt.convert_time_zone(data.site.timezone).dt.hour().alias("h")
+        )
+        .agg(*[pl.col(c).sum() for c in columns])
+        .sort("h")
+    )
+    rows = [
+        {
+            "hour": f"{r['h']:02d}:00",
+            "cells": [_num(r[c], 0) for c in columns],
+            "share": _pct(_ratio(r["matched_kwh"], r["consumption_kwh"])),
+        }
+        for r in by_hour.iter_rows(named=True)
+    ]
+    png = hourly_heatmap(hours, data.site.timezone, dict(t))
+    return {
+        "boxes": boxes,
+        "heatmap": "data:image/png;base64," + base64.b64encode(png).decode("ascii"),
+        "headers": [t[c] for c in columns.values()],
+        "rows": rows,
+        "note": None if data.hourly_supplied else t["hourly_none"],
+    }
+
+
 def _last_day(data: ReportData) -> str:
     """The period's last local day (the end is exclusive: 2026-11-01 00:00 -> 2026-10-31)."""
     return (data.end - timedelta(microseconds=1)).astimezone(data.site.zone).strftime("%Y-%m-%d")
@@ -500,6 +564,7 @@ def render_html(data: ReportData, lang: Lang) -> str:
         "page1_findings": [v for v in own if v.result in ("eligible", "not_eligible") or v.warning],
         "page1_other": sum(1 for v in own if v.result not in ("eligible", "not_eligible")),
         "own_findings": own,
+        "hourly": _hourly_section(data, t),
         "outside_findings": [v for v in views if v.outside is not None],
         "silence_count": data.silences.height if data.silences is not None else 0,
         "event_kinds": [{"label": t[f"kind_{k}"]} for k in EVENT_KINDS],

@@ -83,6 +83,8 @@ def run_report(
             if green is not None
             else GreenLedger(settings.green_ledger_path()).frame()
         )
+        # Hourly matching needs the entries placed in time, which only the ledger keeps.
+        supply = None if green is not None else GreenLedger(settings.green_ledger_path()).supply()
     except GreenLedgerError as exc:
         raise ReportError(str(exc)) from exc
     # The entries the bundle's figures can use: the month and the 22 before (TTM history).
@@ -102,6 +104,7 @@ def run_report(
             policies_dir=policies_dir or settings.policies_path(),
             csv=csv,
             silences=recorded_silences(IntervalStore(store), month),
+            supply=supply,
         )
         try:
             result = build_bundle(request, key, out_dir, langs, overwrite=overwrite)

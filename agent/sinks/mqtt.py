@@ -6,7 +6,9 @@ Topics, under ``topic_prefix`` (default ``pue-agent/<site>``):
   computed from the journal (labelled ``realtime``; never a period PUE);
 * ``kpi/pue_today``, ``kpi/ref`` and ``kpi/<metric>_<period_kind>`` — the latest
   value of each KPI handed to :meth:`MqttSink.publish_frames` (``KPI_SCHEMA``);
-* ``finding/<rule_id>`` — the latest finding of each rule (``FINDING_SCHEMA``).
+* ``finding/<rule_id>`` — the latest finding of each rule (``FINDING_SCHEMA``);
+* ``green-window`` — the green-window signal for schedulers (expected green surplus and
+  share now and for 24 hours, :mod:`agent.kpi.green_window`), republished when it changes.
 
 KPIs and findings come from the local store (the aggregator refreshes them,
 :mod:`agent.aggregator.refresh`): after the journal work of each loop iteration (at
@@ -39,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from agent import metrics
 from agent.aggregator.feed import DerivedFeed
+from agent.kpi.green_window import GreenWindow, GreenWindowUnavailableError, green_window_for
 from agent.logs import get_logger
 from agent.plugins import ConsumerContext
 from agent.realtime import LatestPower
@@ -145,6 +148,8 @@ class MqttSink:
     settings: AgentSettings | None = field(default=None, repr=False)
     _feed: DerivedFeed | None = field(default=None, init=False, repr=False)
     _derived_at: float = field(default=float("-inf"), init=False, repr=False)
+    _window_sent: str | None = field(default=None, init=False, repr=False)
+    _window_failing: bool = field(default=False, init=False, repr=False)
 
     def describe(self) -> str:
         """One line for ``pue-agent check``."""
@@ -225,6 +230,26 @@ class MqttSink:
                     await self._publish(client, messages)
         return len(messages)
 
+    async def publish_green_window(self, window: GreenWindow) -> bool:
+        """Publish the green window (retained) unless the same hours were sent last.
+
+        Returns whether a message was sent.
+        """
+        body = window.to_json()
+        # Only the forecast itself decides a republication, not when it was computed.
+        key = json.dumps({k: v for k, v in body.items() if k != "computed_at"}, sort_keys=True)
+        if key == self._window_sent:
+            return False
+        message = {"green-window": json.dumps(body, ensure_ascii=False).encode()}
+        async with self._lock:
+            if self._client is not None:
+                await self._publish(self._client, message)
+            else:
+                async with self._new_client() as client:
+                    await self._publish(client, message)
+        self._window_sent = key
+        return True
+
     async def publish_derived(self) -> None:
         """Publish the store's latest KPIs and findings if they changed (retained, QoS 1).
 
@@ -248,6 +273,18 @@ class MqttSink:
             await feed.publish_latest("findings", 1, findings)
         except (OSError, pl.exceptions.PolarsError) as exc:
             _log.error("cannot read the local store", sink=self.name, error=str(exc))
+        if self.settings is not None and self.site is not None:
+            try:
+                window = await asyncio.to_thread(green_window_for, self.settings, self.site)
+            except GreenWindowUnavailableError as exc:
+                if not self._window_failing:  # logged once when it fails, once when it recovers
+                    _log.error("green window unavailable", sink=self.name, error=str(exc))
+                self._window_failing = True
+            else:
+                if self._window_failing:
+                    _log.info("green window available again", sink=self.name)
+                self._window_failing = False
+                await self.publish_green_window(window)
 
     def _realtime_message(self, latest: LatestPower) -> dict[str, bytes]:
         snap = latest.snapshot()

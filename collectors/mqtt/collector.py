@@ -68,7 +68,9 @@ MQTT_BROKER_DROPPED = Gauge(
     registry=metrics.REGISTRY,
 )
 MQTT_CONNECTED = Gauge(
-    "pue_agent_mqtt_connected", "1 while connected to the broker.", ["collector"],
+    "pue_agent_mqtt_connected",
+    "1 while connected to the broker.",
+    ["collector"],
     registry=metrics.REGISTRY,
 )
 
@@ -105,6 +107,8 @@ class MqttCollector:
     options: MqttOptions
     rules: list[Rule]
     password: SecretStr | None = None
+    #: Per configured mapping (built-in name or path): the quantities it can produce.
+    mapping_quantities: dict[str, list[str]] = field(default_factory=dict)
     decoder: Decoder = field(init=False)
     #: Messages handled so far by outcome (for tests and ``describe``).
     stats: Counter[str] = field(default_factory=Counter, init=False)
@@ -146,14 +150,26 @@ class MqttCollector:
         return None
 
     def describe(self) -> str:
-        """One line for ``pue-agent check``."""
+        """For ``pue-agent check``: the connection, then per mapping what it can produce.
+
+        A mapping that produces neither energy nor power is warned about: its readings
+        can never enter a PUE, which is rarely what was meant.
+        """
         o = self.options
         subs = ", ".join(f"{s.topic} (QoS {s.qos})" for s in self.subscriptions())
-        return (
+        text = (
             f"mqtt: {'mqtts' if o.tls else 'mqtt'}://{o.host}:{o.broker_port()} "
             f"MQTT {o.protocol}, client id {o.identifier(self.name)!r}, "
             f"{'persistent' if o.persistent_session else 'clean'} session; {subs}"
         )
+        for ref, quantities in self.mapping_quantities.items():
+            text += f"\n  mapping {ref}: {', '.join(quantities)}"
+            if not {"energy_kwh", "power_w"} & set(quantities):
+                text += (
+                    f"\n  warning: mapping {ref} produces neither energy (energy_kwh) nor "
+                    "power (power_w): its readings cannot enter PUE"
+                )
+        return text
 
     def connection_spec(self) -> ConnectionSpec:
         """The connection settings (reads TLS files; blocking, done once per connect)."""
@@ -192,13 +208,16 @@ class MqttCollector:
             except (aiomqtt.MqttError, OSError) as exc:
                 # aiomqtt's messages name the broker and the reason, never the password.
                 self._logs.warning(
-                    "connection", "broker connection failed or lost; reconnecting",
-                    collector=self.name, error=str(exc) or type(exc).__name__,
+                    "connection",
+                    "broker connection failed or lost; reconnecting",
+                    collector=self.name,
+                    error=str(exc) or type(exc).__name__,
                 )
             except JournalError as exc:
                 # Nothing of the batch was acknowledged: the broker redelivers it.
-                _log.error("journal write failed; reconnecting", collector=self.name,
-                           error=str(exc))
+                _log.error(
+                    "journal write failed; reconnecting", collector=self.name, error=str(exc)
+                )
             finally:
                 MQTT_CONNECTED.labels(self.name).set(0)
             if self.connections != connected_before:
@@ -231,9 +250,7 @@ class MqttCollector:
             overflow_seen = 0
             while True:
                 try:
-                    batch = await inbox.take(
-                        o.batch_max_messages, o.batch_linger_s, o.batch_idle_s
-                    )
+                    batch = await inbox.take(o.batch_max_messages, o.batch_linger_s, o.batch_idle_s)
                 except asyncio.CancelledError:
                     await self._final_flush(ctx, client, inbox)
                     raise
@@ -268,8 +285,9 @@ class MqttCollector:
                     # A DUP may repeat anything journalled; a copy without the flag only
                     # what was journalled before this session began, so that a device
                     # repeating a payload within the session is never taken for a copy.
+                    # A dropped copy leaves ``recent`` as it is: the same message can come
+                    # back again (our PUBACK of the first copy lost in the next restart).
                     if recent[key] > 0 and (item[5] or before[key] > 0):
-                        recent[key] -= 1
                         if before[key] > 0:
                             before[key] -= 1
                         duplicates += 1
@@ -333,14 +351,20 @@ class MqttCollector:
             MQTT_MESSAGES.labels(name, "rejected").inc(count)
             metrics.READINGS_REJECTED.labels(name, reason).inc(count)
             self._logs.warning(
-                f"reject:{reason}", "mqtt messages rejected", count=count,
-                collector=name, reason=reason, example_topic=result.examples.get(reason),
+                f"reject:{reason}",
+                "mqtt messages rejected",
+                count=count,
+                collector=name,
+                reason=reason,
+                example_topic=result.examples.get(reason),
             )
         if result.lost:
             self.stats["lost"] += result.lost
             MQTT_LOST.labels(name, "sequence_gap").inc(result.lost)
             self._logs.warning(
-                "lost", "mqtt messages missing (sequence gap)", count=result.lost,
+                "lost",
+                "mqtt messages missing (sequence gap)",
+                count=result.lost,
                 collector=name,
             )
 
@@ -358,8 +382,10 @@ class MqttCollector:
         self.stats["broker_dropped"] = dropped
         if dropped:
             self._logs.warning(
-                "broker_dropped", "broker reports dropped messages (QoS 0 queue overflow?)",
-                collector=self.name, broker_dropped_total=dropped,
+                "broker_dropped",
+                "broker reports dropped messages (QoS 0 queue overflow?)",
+                collector=self.name,
+                broker_dropped_total=dropped,
             )
 
 
@@ -378,11 +404,14 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> MqttCo
         )
         raise ConfigError(problems) from None
     rules: list[Rule] = []
+    quantities: dict[str, list[str]] = {}
     for ref in parsed.mappings:
         try:
-            rules.extend(load_mapping(ref).rules)
+            mapping = load_mapping(ref)
         except ConfigError as exc:
             raise ConfigError(f"collectors.{name}.mappings: {exc}") from None
+        rules.extend(mapping.rules)
+        quantities[ref] = mapping.quantities()
     password = None
     if parsed.password_secret is not None:
         try:
@@ -393,4 +422,6 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> MqttCo
         path = getattr(parsed, path_field)
         if path is not None and not path.is_file():
             raise ConfigError(f"collectors.{name}.{path_field}: {path} is not a readable file")
-    return MqttCollector(name=name, options=parsed, rules=rules, password=password)
+    return MqttCollector(
+        name=name, options=parsed, rules=rules, password=password, mapping_quantities=quantities
+    )

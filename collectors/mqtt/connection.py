@@ -39,6 +39,8 @@ __all__ = [
 
 #: Packets parsed per readable-socket wakeup before yielding to the event loop.
 _PACKETS_PER_WAKE = 256
+#: Bytes asked of the socket per read (paho asks for a packet's bytes piece by piece).
+_RECV_BYTES = 65_536
 
 #: One received message: (topic, payload, receive time s, qos, mid, dup flag).
 Received = tuple[str, bytes | bytearray, float, int, int, bool]
@@ -108,6 +110,10 @@ class Inbox:
         self.closed = reason
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    async def wait(self, count: int, timeout_s: float | None) -> None:
+        """Return once ``count`` messages are held, the connection closed, or after the timeout."""
+        await self._wait(count, timeout_s)
 
     async def _wait(self, count: int, timeout_s: float | None) -> None:
         if len(self.items) >= count or self.closed is not None:
@@ -223,30 +229,79 @@ class BatchingClient(aiomqtt.Client):
         self._paho_handle_publish = self._paho._handle_publish
         self._v5 = v5
         self._paho._handle_publish = self._handle_publish  # type: ignore[method-assign]
+        #: Bytes read from the socket that paho has not asked for yet (see _buffered_recv).
+        self._rx = bytearray()
+        self._paho_sock_recv = self._paho._sock_recv
+        self._paho._sock_recv = self._buffered_recv  # type: ignore[method-assign]
+
+    def _buffered_recv(self, bufsize: int) -> bytes:
+        """Paho's socket read, served from one large read.
+
+        paho reads a packet in at least three ``recv`` calls (command byte, length
+        bytes, the rest), i.e. three system calls per message; reading up to
+        ``_RECV_BYTES`` at once and handing paho slices of it makes that one call per
+        few thousand small messages. paho's own ``_sock_recv`` still does the read, so
+        its translation of TLS want-read/want-write and closed sockets is unchanged.
+        Buffered bytes are invisible to the event loop, which is why ``_read_packets``
+        keeps parsing until paho reports "no data" (``MQTT_ERR_AGAIN``: buffer empty).
+        """
+        rx = self._rx
+        if not rx:
+            data = self._paho_sock_recv(_RECV_BYTES)
+            if len(data) <= bufsize:
+                return data  # also b"" (connection closed), as paho expects
+            rx += data
+        chunk = bytes(rx[:bufsize])
+        del rx[:bufsize]  # O(1): bytearray deletes from the front by moving its start
+        return chunk
 
     def _handle_publish(self) -> MQTTErrorCode:
-        """Paho's PUBLISH handler, without parsing MQTT 5 properties when there are none.
+        """Paho's PUBLISH handler, cut short for the messages the collector receives.
 
-        paho builds a ``Properties`` object per MQTT 5 PUBLISH (~15 us; the whole JSON
-        decode and mapping of a message costs ~3 us). A QoS 0/1 (manual ack) message
-        whose property length is 0 - what the collector receives - is handled here with
-        paho's own steps; anything else goes to paho's handler. Nothing reads
-        ``message.properties`` (our ``_on_message`` replaces aiomqtt's).
+        A QoS 0 or QoS 1 (manual ack) PUBLISH with a UTF-8 topic not under ``$`` and,
+        in MQTT 5, no properties goes straight into the inbox as a ``Received`` tuple.
+        paho would build a ``Properties`` object (MQTT 5, ~15 us), an ``MQTTMessage``
+        (with a ``threading.Condition``) and dispatch it through its callback lock and
+        topic matcher to ``_on_message`` - together several times the cost of decoding
+        and mapping the JSON (~3 us). Anything else goes to paho's handler.
         """
         client = self._paho
         command: int = client._in_packet["command"]
         packet = client._in_packet["packet"]
         qos = (command & 0x06) >> 1
-        if self._v5 and (qos == 0 or (qos == 1 and client._manual_ack)) and len(packet) > 2:
+        if (qos == 0 or (qos == 1 and client._manual_ack)) and len(packet) > 2:
             topic_len = (packet[0] << 8) | packet[1]
-            at = 2 + topic_len + (2 if qos else 0)  # property length (a variable byte int)
-            if topic_len and len(packet) > at and packet[at] == 0:
+            at = 2 + topic_len + (2 if qos else 0)  # MQTT 5: the property length (0 or more)
+            if self._v5:
+                fast = len(packet) > at and packet[at] == 0
+                payload_at = at + 1
+            else:
+                fast = len(packet) >= at
+                payload_at = at
+            if topic_len and fast:
                 mid = (packet[at - 2] << 8) | packet[at - 1] if qos else 0
+                try:
+                    topic = packet[2 : 2 + topic_len].decode("utf-8")
+                except UnicodeDecodeError:
+                    topic = "$"  # rare: through _on_message, which names it as paho does
+                if topic[:1] != "$":
+                    self.inbox.put(
+                        (
+                            topic,
+                            bytes(packet[payload_at:]),
+                            time.time(),
+                            qos,
+                            mid,
+                            bool(command & 0x08),
+                        )
+                    )
+                    return MQTTErrorCode.MQTT_ERR_SUCCESS
+                # $SYS statistics and undecodable topics: paho's message, our callback.
                 message = paho.MQTTMessage(mid=mid, topic=bytes(packet[2 : 2 + topic_len]))
                 message.dup = bool(command & 0x08)
                 message.qos = qos
                 message.retain = bool(command & 0x01)
-                message.payload = bytes(packet[at + 1 :])
+                message.payload = bytes(packet[payload_at:])
                 message.timestamp = paho.time_func()
                 client._handle_on_message(message)
                 return MQTTErrorCode.MQTT_ERR_SUCCESS
@@ -275,6 +330,7 @@ class BatchingClient(aiomqtt.Client):
         # readable event: one event-loop iteration (epoll, callback dispatch) per message.
         # Register ours after aiomqtt's (same fd; add_reader replaces it): it parses the
         # packets already buffered, up to _PACKETS_PER_WAKE so other tasks still run.
+        self._rx.clear()  # nothing of an earlier socket belongs to this one
         super()._on_socket_open(client, userdata, sock)
         self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(), self._read_packets)
 

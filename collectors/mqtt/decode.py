@@ -16,6 +16,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 from typing import Any
 
 import polars as pl
@@ -24,7 +25,7 @@ from agent.readings import READING_SCHEMA, Quality
 from collectors.mqtt.mapping import Route, TopicRouter
 from collectors.mqtt.sparkplug_b import Payload, metric_value
 
-__all__ = ["REJECT_REASONS", "DecodeResult", "Decoder", "RawMessage"]
+__all__ = ["REJECT_REASONS", "DecodeResult", "Decoder", "RawMessage", "timestamp_seconds"]
 
 #: Why a message is dropped (the ``reason`` label of ``pue_agent_readings_rejected``).
 REJECT_REASONS = (
@@ -35,6 +36,10 @@ REJECT_REASONS = (
     "non_finite",
     "missing_field",
     "unknown_alias",
+    # The payload's timestamp is there but cannot be read in the rule's timestamp_format
+    # (a string for epoch, a number or non-ISO string for iso8601, a number beyond range):
+    # the message is dropped rather than journalled at a time the device did not say.
+    "bad_timestamp",
     # An unforeseen exception while decoding one message: counted, never fatal to the batch.
     "decode_error",
 )
@@ -87,14 +92,32 @@ def _scaled_ok(value: float, scale: float) -> None:
         raise _Reject("non_finite")
 
 
-def _ts_seconds(raw: object, divisor: float) -> float:
-    """A payload timestamp in seconds, NaN (untrusted) for anything not a plain number."""
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        try:
-            return float(raw) / divisor
-        except OverflowError:
-            return math.nan
-    return math.nan
+def timestamp_seconds(raw: object, fmt: str, unit: str, zone: tzinfo) -> float:
+    """A payload timestamp in seconds since the epoch.
+
+    Args:
+        raw: The JSON value at the rule's ``timestamp_path``.
+        fmt: ``epoch`` (a number in ``unit``) or ``iso8601`` (a string).
+        unit: ``s``, ``ms`` or ``us`` for epoch numbers.
+        zone: Applied to ISO 8601 strings that carry no offset.
+
+    Raises:
+        ValueError: if ``raw`` is not a timestamp in that format.
+    """
+    if fmt == "iso8601":
+        if type(raw) is not str:
+            raise ValueError("iso8601 timestamp is not a string")
+        # Python 3.11 reads ISO 8601 with "Z", offsets, fractions, a space or "T".
+        moment = datetime.fromisoformat(raw)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=zone)
+        return moment.timestamp()
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise ValueError("epoch timestamp is not a number")
+    try:
+        return float(raw) / _TS_DIVISOR[unit]
+    except OverflowError:  # a 400-digit integer
+        raise ValueError("epoch timestamp out of range") from None
 
 
 #: Sequence numbers beyond this are garbage, not counters (a gap of 10**400 cannot be counted).
@@ -210,16 +233,23 @@ class Decoder:
             raise _Reject("malformed") from exc
         if not isinstance(doc, dict):
             raise _Reject("wrong_type")
-        rule = route.rule
-        ts = math.nan
-        if route.ts_path is not None:
-            ts = _ts_seconds(_get(doc, route.ts_path), _TS_DIVISOR[rule.timestamp_unit])
         values = []
         for path, point, quantity, scale, optional in route.fields:
             value = _number(_get(doc, path), optional)
             if value is not None:
                 _scaled_ok(value, scale)
                 values.append((point, quantity, value, scale))
+        ts = math.nan
+        if route.ts_path is not None:
+            raw_ts = _get(doc, route.ts_path)
+            if raw_ts is not None:  # absent: the receive time, flagged RECEIVE_TIME
+                rule = route.rule
+                try:
+                    ts = timestamp_seconds(
+                        raw_ts, rule.timestamp_format, rule.timestamp_unit, route.ts_zone
+                    )
+                except (ValueError, OverflowError, OSError):
+                    raise _Reject("bad_timestamp") from None
         lost = 0
         if route.seq_path is not None:
             lost = self._sequence(route.device, _get(doc, route.seq_path))

@@ -18,11 +18,12 @@ import string
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agent.readings import Quantity
+from agent.readings import QUANTITIES, Quantity
 from agent.settings import ConfigError, validation_problems
 
 __all__ = [
@@ -42,6 +43,8 @@ BUILTIN_MAPPINGS_DIR = Path(__file__).with_name("mappings")
 
 #: Variables a Sparkplug B rule provides from the fixed Sparkplug topic namespace.
 SPARKPLUG_VARIABLES = frozenset({"group", "message_type", "node", "device", "edge"})
+
+_UTC = ZoneInfo("UTC")
 
 _PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
@@ -84,6 +87,16 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     return len(f_levels) == len(t_levels)
 
 
+def _zone(name: str) -> ZoneInfo:
+    """The time zone ``name`` (IANA, e.g. ``Europe/Berlin``)."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r} (an IANA name like 'Europe/Berlin')"
+        ) from None
+
+
 def _template_names(template: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(template) if name}
 
@@ -96,7 +109,10 @@ class FieldMap(BaseModel):
     path: str | None = Field(None, description="JSON path (json format), e.g. aenergy.total.")
     metric: str | None = Field(None, description="Sparkplug B metric name (sparkplug_b format).")
     point: str = Field(description="Point name template, e.g. '{component}.power'.")
-    quantity: Quantity = Field(description="A name from agent.readings.QUANTITIES (unit in name).")
+    quantity: Quantity = Field(
+        description="One of the closed list of quantities (agent.readings.QUANTITIES, below); "
+        "the unit is part of the name."
+    )
     scale: float = Field(1.0, description="Multiplier to the quantity's unit (Wh -> kWh: 0.001).")
     optional: bool = Field(False, description="Absent or null is fine (else the message is bad).")
 
@@ -115,16 +131,40 @@ class Rule(BaseModel):
 
     topic: str = Field(description="MQTT topic filter (also what the collector subscribes to).")
     segments: str = Field(
-        "", description="Names for topic levels, '/'-separated; '_' skips a level."
+        "",
+        description="Names for topic levels, '/'-separated, from the first level; '_' skips "
+        "a level; may name fewer levels than the topic has (the rest stay unnamed).",
     )
-    format: Literal["json", "number", "sparkplug_b"] = "json"
-    device: str = Field("{device}", description="Device id template (topic variables).")
-    timestamp_path: str | None = Field(None, description="JSON path of a payload timestamp.")
-    timestamp_unit: Literal["s", "ms", "us"] = "s"
+    format: Literal["json", "number", "sparkplug_b"] = Field(
+        "json",
+        description="json (an object), number (the payload is one JSON number) or sparkplug_b.",
+    )
+    device: str = Field(
+        "{device}",
+        description="Device id template over the named segments; the default needs a "
+        "segment named device.",
+    )
+    timestamp_path: str | None = Field(
+        None, description="JSON path of a payload timestamp (absent: the receive time is used)."
+    )
+    timestamp_format: Literal["epoch", "iso8601"] = Field(
+        "epoch",
+        description="epoch: a number in timestamp_unit; iso8601: a string, with or without zone.",
+    )
+    timestamp_unit: Literal["s", "ms", "us"] = Field(
+        "s", description="Unit of an epoch timestamp: s, ms or us."
+    )
+    timezone: str | None = Field(
+        None,
+        description="IANA zone of ISO 8601 timestamps without an offset "
+        "(default: the mapping's timezone).",
+    )
     sequence_path: str | None = Field(
         None, description="JSON path of a per-device message counter (detects lost messages)."
     )
-    fields: list[FieldMap] = Field(min_length=1)
+    fields: list[FieldMap] = Field(
+        min_length=1, description="The values each message carries (at least one)."
+    )
 
     @field_validator("topic")
     @classmethod
@@ -160,6 +200,8 @@ class Rule(BaseModel):
                 raise ValueError(f"field {f.point!r}: sparkplug_b rules need 'metric'")
         if self.format == "number" and len(self.fields) != 1:
             raise ValueError("number rules have exactly one field (the payload is the value)")
+        if self.timezone is not None:
+            _zone(self.timezone)
         for path in (self.timestamp_path, self.sequence_path):
             if path is not None:
                 if self.format != "json":
@@ -180,8 +222,43 @@ class Mapping(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    description: str = ""
-    rules: list[Rule] = Field(min_length=1)
+    description: str = Field("", description="Free text: which devices and topics this maps.")
+    timezone: str = Field(
+        "UTC",
+        description="IANA zone of ISO 8601 timestamps without an offset, for rules that set none.",
+    )
+    rules: list[Rule] = Field(
+        min_length=1, description="[[rules]]: the first whose topic filter matches decodes it."
+    )
+
+    def quantities(self) -> list[str]:
+        """The quantities this mapping can produce, in the order of ``QUANTITIES``."""
+        produced = {f.quantity for rule in self.rules for f in rule.fields}
+        return [q for q in QUANTITIES if q in produced]
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        _zone(value)
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inherit_timezone(cls, data: Any) -> Any:
+        # Rules are routed on their own (TopicRouter gets rules, not files), so each rule
+        # carries the zone it decodes with. A bad file-level zone is reported once, there.
+        if not isinstance(data, dict) or not isinstance(data.get("rules"), list):
+            return data
+        zone = data.get("timezone", "UTC")
+        try:
+            _zone(zone)
+        except (ValueError, TypeError):
+            return data
+        rules = [
+            {**r, "timezone": zone} if isinstance(r, dict) and "timezone" not in r else r
+            for r in data["rules"]
+        ]
+        return {**data, "rules": rules}
 
 
 def load_mapping(ref: str | Path) -> Mapping:
@@ -221,6 +298,8 @@ class Route:
     variables: dict[str, str]
     ts_path: tuple[str | int, ...] | None
     seq_path: tuple[str | int, ...] | None
+    #: Zone for ISO 8601 timestamps without an offset.
+    ts_zone: ZoneInfo = _UTC
 
 
 class TopicRouter:
@@ -285,5 +364,6 @@ class TopicRouter:
                 variables=variables,
                 ts_path=parse_json_path(rule.timestamp_path) if rule.timestamp_path else None,
                 seq_path=parse_json_path(rule.sequence_path) if rule.sequence_path else None,
+                ts_zone=_zone(rule.timezone or "UTC"),
             )
         return None

@@ -5,7 +5,8 @@ more than all the rest of a poll. A v2c request is a handful of fixed bytes
 around pre-encoded OIDs, and a response is a flat list of varbinds, so this
 module encodes and decodes them directly. It is checked byte for byte against
 pysnmp's codec in ``tests/snmp/test_ber.py`` and end to end against the same
-walks as the pysnmp path. SNMPv3 stays on pysnmp (``client.PysnmpSession``).
+walks as the pysnmp path. SNMPv3 wraps the same PDUs in USM headers
+(:mod:`collectors.snmp.usm`), which uses the PDU half of this codec.
 
 OIDs are handled as their BER *content bytes* on the hot path: BER encodes each
 sub-identifier on its own, so "OID A lies under column C" is ``A.startswith(C)``
@@ -31,11 +32,17 @@ __all__ = [
     "Exception_",
     "Response",
     "decode_oid",
+    "decode_pdu",
     "decode_response",
+    "encode_int",
     "encode_oid",
+    "encode_pdu",
     "encode_request",
     "oid_str",
     "parse_oid",
+    "read_int",
+    "read_len",
+    "tlv",
 ]
 
 GET: Final = 0xA0
@@ -57,7 +64,7 @@ _UNSIGNED = frozenset({0x41, 0x42, 0x43, 0x46})
 
 
 class BerError(ValueError):
-    """A message is not a well-formed SNMPv2c response."""
+    """A message is not a well-formed SNMP response."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,13 +174,45 @@ def _len(n: int) -> bytes:
     return bytes((0x80 | len(body),)) + body
 
 
-def _tlv(tag: int, content: bytes) -> bytes:
+def tlv(tag: int, content: bytes) -> bytes:
+    """One BER element: tag, definite length, content."""
     return bytes((tag,)) + _len(len(content)) + content
 
 
-def _int(value: int) -> bytes:
+def encode_int(value: int) -> bytes:
+    """A BER INTEGER element (minimal two's complement)."""
     length = max(1, (value.bit_length() + 8) // 8)
-    return _tlv(_INTEGER, value.to_bytes(length, "big", signed=True))
+    return tlv(_INTEGER, value.to_bytes(length, "big", signed=True))
+
+
+def encode_pdu(
+    pdu_type: int,
+    request_id: int,
+    oids: list[bytes],
+    *,
+    non_repeaters: int = 0,
+    max_repetitions: int = 0,
+) -> bytes:
+    """Encode a GET/GETNEXT/GETBULK PDU (the part v2c and v3 messages share).
+
+    Args:
+        pdu_type: :data:`GET`, :data:`GETNEXT` or :data:`GETBULK`.
+        request_id: The request id (any 32-bit signed value).
+        oids: OIDs as BER content bytes (:func:`encode_oid`).
+        non_repeaters: GETBULK only.
+        max_repetitions: GETBULK only.
+
+    Returns:
+        The PDU element with tag and length.
+    """
+    varbinds = b"".join(tlv(_SEQUENCE, tlv(_OID, oid) + b"\x05\x00") for oid in oids)
+    return tlv(
+        pdu_type,
+        encode_int(request_id)
+        + encode_int(non_repeaters)
+        + encode_int(max_repetitions)
+        + tlv(_SEQUENCE, varbinds),
+    )
 
 
 def encode_request(
@@ -198,12 +237,10 @@ def encode_request(
     Returns:
         The whole message, ready for ``sendto``.
     """
-    varbinds = b"".join(_tlv(_SEQUENCE, _tlv(_OID, oid) + b"\x05\x00") for oid in oids)
-    pdu = _tlv(
-        pdu_type,
-        _int(request_id) + _int(non_repeaters) + _int(max_repetitions) + _tlv(_SEQUENCE, varbinds),
+    pdu = encode_pdu(
+        pdu_type, request_id, oids, non_repeaters=non_repeaters, max_repetitions=max_repetitions
     )
-    return _tlv(_SEQUENCE, b"\x02\x01\x01" + _tlv(_OCTETS, community) + pdu)
+    return tlv(_SEQUENCE, b"\x02\x01\x01" + tlv(_OCTETS, community) + pdu)
 
 
 class RequestTemplate:
@@ -218,21 +255,22 @@ class RequestTemplate:
     def __init__(
         self,
         pdu_type: int,
-        community: bytes,
+        community: bytes | None,
         oids: list[bytes],
         *,
         non_repeaters: int = 0,
         max_repetitions: int = 0,
     ) -> None:
-        """Pre-encode the message around a placeholder request id."""
+        """Pre-encode the message around a placeholder request id.
+
+        With ``community=None`` the template is the bare PDU (an SNMPv3 scoped PDU's).
+        """
         marker = 0x7E5A5A5A
-        message = encode_request(
-            pdu_type,
-            marker,
-            community,
-            oids,
-            non_repeaters=non_repeaters,
-            max_repetitions=max_repetitions,
+        kw = {"non_repeaters": non_repeaters, "max_repetitions": max_repetitions}
+        message = (
+            encode_pdu(pdu_type, marker, oids, **kw)
+            if community is None
+            else encode_request(pdu_type, marker, community, oids, **kw)
         )
         needle = b"\x02\x04" + marker.to_bytes(4, "big")
         at = message.index(needle) + 2
@@ -247,7 +285,8 @@ class RequestTemplate:
 # -- decoding -----------------------------------------------------------------------------------
 
 
-def _read_len(data: bytes, pos: int) -> tuple[int, int]:
+def read_len(data: bytes, pos: int) -> tuple[int, int]:
+    """Read a BER length at ``pos``; returns ``(length, position after it)``."""
     first = data[pos]
     pos += 1
     if first < 0x80:
@@ -258,10 +297,11 @@ def _read_len(data: bytes, pos: int) -> tuple[int, int]:
     return int.from_bytes(data[pos : pos + count], "big"), pos + count
 
 
-def _read_int(data: bytes, pos: int) -> tuple[int, int]:
+def read_int(data: bytes, pos: int) -> tuple[int, int]:
+    """Read a BER INTEGER element at ``pos``; returns ``(value, position after it)``."""
     if data[pos] != _INTEGER:
         raise BerError(f"expected INTEGER at byte {pos}")
-    length, pos = _read_len(data, pos + 1)
+    length, pos = read_len(data, pos + 1)
     end = pos + length
     return int.from_bytes(data[pos:end], "big", signed=True), end
 
@@ -284,48 +324,86 @@ def decode_response(data: bytes) -> tuple[int, Response]:
 def _decode(data: bytes) -> tuple[int, Response]:
     if data[0] != _SEQUENCE:
         raise BerError("not a SEQUENCE")
-    length, pos = _read_len(data, 1)
+    length, pos = read_len(data, 1)
     if pos + length > len(data):
         raise BerError("truncated message")
-    version, pos = _read_int(data, pos)
+    version, pos = read_int(data, pos)
     if version != 1:
         raise BerError(f"not SNMPv2c (version field {version})")
     if data[pos] != _OCTETS:
         raise BerError("expected community")
-    length, pos = _read_len(data, pos + 1)
+    length, pos = read_len(data, pos + 1)
     pos += length
+    return _decode_pdu(data, pos)
+
+
+def decode_pdu(data: bytes, pos: int = 0) -> tuple[int, Response]:
+    """Decode the Response/Report PDU that starts at ``pos`` (v2c body or v3 scoped PDU).
+
+    Returns:
+        ``(pdu_type, response)``.
+
+    Raises:
+        BerError: if the PDU is malformed or truncated.
+    """
+    try:
+        return _decode_pdu(data, pos)
+    except (IndexError, struct.error) as exc:
+        raise BerError("truncated PDU") from exc
+
+
+def _decode_pdu(data: bytes, pos: int) -> tuple[int, Response]:
     pdu_type = data[pos]
-    length, pos = _read_len(data, pos + 1)
-    request_id, pos = _read_int(data, pos)
-    error_status, pos = _read_int(data, pos)
-    error_index, pos = _read_int(data, pos)
+    _, pos = read_len(data, pos + 1)
+    request_id, pos = read_int(data, pos)
+    if data[pos : pos + 6] == b"\x02\x01\x00\x02\x01\x00":
+        # noError, index 0: what nearly every answer carries.
+        error_status = error_index = 0
+        pos += 6
+    else:
+        error_status, pos = read_int(data, pos)
+        error_index, pos = read_int(data, pos)
     if data[pos] != _SEQUENCE:
         raise BerError("expected varbind list")
-    length, pos = _read_len(data, pos + 1)
+    length, pos = read_len(data, pos + 1)
     end = pos + length
     if end > len(data):
         raise BerError("truncated varbind list")
     varbinds: list[tuple[bytes, Value]] = []
     append = varbinds.append
+    from_bytes = int.from_bytes
+    # The hot loop of every poll: short-form lengths (< 128, nearly all of them) are read
+    # inline; long forms go through read_len.
     while pos < end:
         if data[pos] != _SEQUENCE:
             raise BerError("expected varbind")
-        _, pos = _read_len(data, pos + 1)
+        if data[pos + 1] & 0x80:
+            _, pos = read_len(data, pos + 1)
+        else:
+            pos += 2
         if data[pos] != _OID:
             raise BerError("expected varbind name")
-        length, pos = _read_len(data, pos + 1)
-        oid = data[pos : pos + length]
-        pos += length
-        tag = data[pos]
-        length, pos = _read_len(data, pos + 1)
+        length = data[pos + 1]
+        if length & 0x80:
+            length, pos = read_len(data, pos + 1)
+        else:
+            pos += 2
+        stop = pos + length
+        oid = data[pos:stop]
+        tag = data[stop]
+        length = data[stop + 1]
+        if length & 0x80:
+            length, pos = read_len(data, stop + 1)
+        else:
+            pos = stop + 2
         stop = pos + length
         if stop > end:
             raise BerError("truncated varbind value")
         value: Value
         if tag == _INTEGER:
-            value = int.from_bytes(data[pos:stop], "big", signed=True)
+            value = from_bytes(data[pos:stop], "big", signed=True)
         elif tag in _UNSIGNED:
-            value = int.from_bytes(data[pos:stop], "big")
+            value = from_bytes(data[pos:stop], "big")
         elif tag in _BYTES:
             value = data[pos:stop]
         elif tag == _OID:

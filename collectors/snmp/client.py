@@ -1,6 +1,6 @@
-"""SNMP sessions: the lean v2c path, the pysnmp path (v2c and v3), and error translation.
+"""SNMP sessions: the lean v2c and v3 paths, the pysnmp path (reference), and error translation.
 
-Both session kinds answer ``get``/``get_next``/``get_bulk`` with varbinds as
+All session kinds answer ``get``/``get_next``/``get_bulk`` with varbinds as
 ``(oid BER content bytes, value)`` (see :mod:`collectors.snmp.ber`), so the
 poller does not care which one it talks to. Every failure leaves this module as
 an :class:`SnmpError` subclass whose message names the device and, for SNMPv3,
@@ -9,9 +9,11 @@ handed to pysnmp.
 
 * :class:`V2cSession` — SNMPv2c on one shared UDP socket (:class:`UdpDispatcher`),
   pre-encoded requests, request-id matching; a few tens of microseconds per poll.
-* :class:`PysnmpSession` — pysnmp 7's asyncio API; used for SNMPv3 (USM
-  authentication, privacy, engine-id discovery, context name) and available for
-  v2c as the reference implementation.
+* :class:`V3Session` — SNMPv3 (USM, :mod:`collectors.snmp.usm`) on the same shared
+  socket: engine-id discovery, keys localized per engine, boots/time tracking and
+  re-synchronisation, reports turned into distinct errors.
+* :class:`PysnmpSession` — pysnmp 7's asyncio API: the reference implementation for
+  both versions (``engine = "pysnmp"``), imported only when configured.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import SecretStr
 
-from collectors.snmp import ber
+from collectors.snmp import ber, usm
 from collectors.snmp.ber import Value
 
 __all__ = [
@@ -41,9 +43,12 @@ __all__ = [
     "SnmpProtocolError",
     "SnmpTimeoutError",
     "UdpDispatcher",
+    "UnknownEngineError",
     "UnknownUserError",
+    "UnsupportedSecLevelError",
     "V2cSession",
     "V3Credentials",
+    "V3Session",
     "WrongAuthKeyError",
     "WrongPrivKeyError",
 ]
@@ -51,9 +56,18 @@ __all__ = [
 VarBinds = list[tuple[bytes, Value]]
 
 AuthProtocol = Literal["SHA", "SHA224", "SHA256", "SHA384", "SHA512", "MD5", "none"]
-PrivProtocol = Literal["AES", "AES128", "AES192", "AES256", "DES", "none"]
+PrivProtocol = Literal["AES", "AES128", "AES192", "AES256", "AES192C", "AES256C", "DES", "none"]
 AUTH_PROTOCOLS: tuple[str, ...] = ("SHA", "SHA224", "SHA256", "SHA384", "SHA512", "MD5", "none")
-PRIV_PROTOCOLS: tuple[str, ...] = ("AES", "AES128", "AES192", "AES256", "DES", "none")
+PRIV_PROTOCOLS: tuple[str, ...] = (
+    "AES",
+    "AES128",
+    "AES192",
+    "AES256",
+    "AES192C",
+    "AES256C",
+    "DES",
+    "none",
+)
 
 #: RFC 3416 error-status names, for messages.
 _ERROR_STATUS = {
@@ -121,6 +135,55 @@ class WrongPrivKeyError(SnmpAuthError):
     reason = "auth_wrong_priv_key"
 
 
+class UnknownEngineError(SnmpAuthError):
+    """The agent's engine id is not the one configured for the device."""
+
+    reason = "auth_unknown_engine"
+
+
+class UnsupportedSecLevelError(SnmpAuthError):
+    """The agent does not offer the user at the requested security level."""
+
+    reason = "auth_unsupported_level"
+
+
+def _auth_error(kind: str, label: str, user: str, level: str) -> SnmpError:
+    """One text per SNMPv3 failure for both v3 paths: names the user, never a key."""
+    if kind == "unknownUserName":
+        return UnknownUserError(f"{label}: SNMPv3 user {user!r} is unknown to the agent")
+    if kind == "wrongDigest":
+        return WrongAuthKeyError(
+            f"{label}: SNMPv3 user {user!r}: authentication failed - wrong "
+            "authentication key or protocol"
+        )
+    if kind == "decryptionError":
+        return WrongPrivKeyError(
+            f"{label}: SNMPv3 user {user!r}: the agent could not decrypt the request - "
+            "wrong privacy key or protocol"
+        )
+    if kind == "privProbe":
+        return WrongPrivKeyError(
+            f"{label}: SNMPv3 user {user!r}: authPriv requests get no answer while "
+            "authNoPriv requests are authenticated - wrong privacy key or protocol"
+        )
+    if kind == "unsupportedSecLevel":
+        return UnsupportedSecLevelError(
+            f"{label}: SNMPv3 user {user!r}: security level {level} not supported by the "
+            "agent for this user"
+        )
+    if kind == "unknownEngineID":
+        return UnknownEngineError(
+            f"{label}: SNMPv3 user {user!r}: the agent does not accept the engine id "
+            "(configured engine_id wrong, or the agent's engine id changed)"
+        )
+    if kind == "notInTimeWindow":
+        return SnmpAuthError(
+            f"{label}: SNMPv3 user {user!r}: still outside the agent's time window after "
+            "re-synchronising"
+        )
+    return SnmpProtocolError(f"{label}: SNMPv3 user {user!r}: agent reported {kind}")
+
+
 class Session(Protocol):
     """One device's SNMP conversation; methods raise :class:`SnmpError`."""
 
@@ -150,8 +213,24 @@ _RID_LOW = 0x01000000
 _RID_HIGH = 0x7FFFFFFF
 
 
+class _Builder(Protocol):
+    """Builds a request message for a request id (``ber.RequestTemplate``, a v3 request)."""
+
+    def build(self, request_id: int) -> bytes:
+        """The message bytes."""
+        ...
+
+
+#: What the dispatcher hands back: a decoded v2c response, or a raw v3 message (the
+#: session authenticates and decrypts it).
+_Answer = ber.Response | bytes
+
+
 class UdpDispatcher(asyncio.DatagramProtocol):
     """One UDP socket for many devices; answers are matched to requests by request id.
+
+    SNMPv3 answers are matched by msgID (in the clear), which the v3 session sets to the
+    PDU's request id, so one id space and one socket serve both versions.
 
     Late answers (after a timeout) and answers from the wrong address are dropped:
     a request id is only honoured from the address it was sent to.
@@ -160,7 +239,7 @@ class UdpDispatcher(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         """Create an unopened dispatcher; call :meth:`open`."""
         self.transport: asyncio.DatagramTransport | None = None
-        self._pending: dict[int, tuple[asyncio.Future[ber.Response], tuple[str, int]]] = {}
+        self._pending: dict[int, tuple[asyncio.Future[_Answer], tuple[str, int]]] = {}
         self._next_id = random.randrange(_RID_LOW, _RID_HIGH)
         self.dropped = 0
 
@@ -195,18 +274,24 @@ class UdpDispatcher(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         """Resolve the request this answer belongs to."""
+        answer: _Answer
         try:
-            _, response = ber.decode_response(data)
+            msg_id = usm.message_id(data)
+            if msg_id is None:
+                _, answer = ber.decode_response(data)
+                msg_id = answer.request_id
+            else:
+                answer = data
         except ber.BerError:
             self.dropped += 1
             return
-        entry = self._pending.get(response.request_id)
+        entry = self._pending.get(msg_id)
         if entry is None or entry[1] != (addr[0], addr[1]):
             self.dropped += 1
             return
         future = entry[0]
         if not future.done():
-            future.set_result(response)
+            future.set_result(answer)
 
     def error_received(self, exc: Exception) -> None:
         """ICMP errors (port unreachable) arrive here without an address: ignore them.
@@ -217,11 +302,11 @@ class UdpDispatcher(asyncio.DatagramProtocol):
     async def request(
         self,
         message: bytes | None,
-        template: ber.RequestTemplate | None,
+        template: _Builder | None,
         addr: tuple[str, int],
         timeout_s: float,
         retries: int,
-    ) -> ber.Response:
+    ) -> _Answer:
         """Send one request (retrying on timeout with the same request id) and await the answer.
 
         Raises:
@@ -234,7 +319,7 @@ class UdpDispatcher(asyncio.DatagramProtocol):
         rid = self.new_request_id()
         data = template.build(rid) if template is not None else message
         assert data is not None
-        future: asyncio.Future[ber.Response] = loop.create_future()
+        future: asyncio.Future[_Answer] = loop.create_future()
         self._pending[rid] = (future, addr)
         try:
             for _attempt in range(retries + 1):
@@ -257,9 +342,30 @@ class _ExpiredError(Exception):
     pass
 
 
-def _expire(future: asyncio.Future[ber.Response]) -> None:
+def _expire(future: asyncio.Future[_Answer]) -> None:
     if not future.done():
         future.set_exception(_ExpiredError())
+
+
+def _varbinds(label: str, response: ber.Response) -> VarBinds:
+    """The varbinds of a response, or :class:`SnmpAgentError` for a non-zero error-status."""
+    if response.error_status:
+        name = _ERROR_STATUS.get(response.error_status, str(response.error_status))
+        raise SnmpAgentError(
+            f"{label}: agent answered {name} (index {response.error_index})",
+            response.error_status,
+            response.error_index,
+        )
+    return response.varbinds
+
+
+def _matching(label: str, oids: list[bytes], varbinds: VarBinds) -> VarBinds:
+    """A GET answer must name the requested OIDs, in order."""
+    if len(varbinds) != len(oids) or any(
+        vb[0] != oid for vb, oid in zip(varbinds, oids, strict=False)
+    ):
+        raise SnmpProtocolError(f"{label}: GET answer does not match the request")
+    return varbinds
 
 
 @dataclass
@@ -297,23 +403,13 @@ class V2cSession:
             )
         except SnmpTimeoutError as exc:
             raise SnmpTimeoutError(f"{self.label}: {exc}") from None
-        if response.error_status:
-            name = _ERROR_STATUS.get(response.error_status, str(response.error_status))
-            raise SnmpAgentError(
-                f"{self.label}: agent answered {name} (index {response.error_index})",
-                response.error_status,
-                response.error_index,
-            )
-        return response.varbinds
+        if not isinstance(response, ber.Response):
+            raise SnmpProtocolError(f"{self.label}: SNMPv3 answer to a v2c request")
+        return _varbinds(self.label, response)
 
     async def get(self, oids: list[bytes]) -> VarBinds:
         """GET ``oids`` in one PDU."""
-        varbinds = await self._call(ber.GET, oids)
-        if len(varbinds) != len(oids) or any(
-            vb[0] != oid for vb, oid in zip(varbinds, oids, strict=False)
-        ):
-            raise SnmpProtocolError(f"{self.label}: GET answer does not match the request")
-        return varbinds
+        return _matching(self.label, oids, await self._call(ber.GET, oids))
 
     async def get_next(self, oids: list[bytes]) -> VarBinds:
         """GETNEXT ``oids`` in one PDU."""
@@ -327,7 +423,7 @@ class V2cSession:
         """Nothing to release: the socket belongs to the dispatcher."""
 
 
-# -- the pysnmp path (v3, and v2c reference) ----------------------------------------------------
+# -- SNMPv3 ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -353,6 +449,211 @@ class V3Credentials:
         return "authPriv"
 
 
+_SYS_UPTIME = ber.encode_oid((1, 3, 6, 1, 2, 1, 1, 3, 0))
+
+
+class _V3Request:
+    """A v3 request for the dispatcher: the PDU template wrapped by the user's security."""
+
+    __slots__ = ("flags", "security", "template")
+
+    def __init__(
+        self, security: usm.UserSecurity, template: ber.RequestTemplate, flags: int
+    ) -> None:
+        self.security = security
+        self.template = template
+        self.flags = flags
+
+    def build(self, request_id: int) -> bytes:
+        # msgID = request id: the dispatcher matches v3 answers by msgID (in the clear).
+        return self.security.encode(request_id, self.template.build(request_id), flags=self.flags)
+
+
+class _Discovery:
+    __slots__ = ("security",)
+
+    def __init__(self, security: usm.UserSecurity) -> None:
+        self.security = security
+
+    def build(self, request_id: int) -> bytes:
+        return self.security.discovery(request_id)
+
+
+@dataclass
+class V3Session:
+    """SNMPv3 (USM) to one device over a shared :class:`UdpDispatcher`, without pysnmp.
+
+    The engine id is discovered on first use (RFC 3414 4) unless configured; keys are
+    localized for it (cached per engine); the agent's boots/time are followed from every
+    authenticated answer. A ``notInTimeWindow`` report (agent rebooted, or the first
+    request after a configured engine id) re-synchronises the clock and the request is
+    sent again; an ``unknownEngineID`` report for a discovered engine re-discovers it.
+    """
+
+    dispatcher: UdpDispatcher
+    host: str
+    port: int
+    v3: V3Credentials
+    timeout_s: float = 2.0
+    retries: int = 1
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        c = self.v3
+        level = c.level
+        self._addr = (self.host, self.port)
+        self._security = usm.UserSecurity(
+            c.user,
+            auth_protocol=c.auth_protocol if level != "noAuthNoPriv" else "none",
+            auth_password=c.auth_key.get_secret_value().encode()
+            if c.auth_key is not None and level != "noAuthNoPriv"
+            else b"",
+            priv_protocol=c.priv_protocol if level == "authPriv" else "none",
+            priv_password=c.priv_key.get_secret_value().encode()
+            if c.priv_key is not None and level == "authPriv"
+            else b"",
+            context=c.context,
+        )
+        self._configured = bytes.fromhex(c.engine_id) if c.engine_id else None
+        if self._configured is not None:
+            # Boots/time 0: the first request draws a notInTimeWindow report with the clock.
+            self._security.set_engine(self._configured)
+        self._templates: dict[tuple[int, tuple[bytes, ...], int], ber.RequestTemplate] = {}
+        if not self.label:
+            self.label = f"{self.host}:{self.port}"
+
+    @property
+    def engine_id(self) -> bytes:
+        """The agent's engine id (empty before discovery)."""
+        return self._security.engine_id
+
+    def _error(self, kind: str) -> SnmpError:
+        return _auth_error(kind, self.label, self.v3.user, self.v3.level)
+
+    async def _send(self, builder: _Builder, retries: int | None = None) -> usm.Incoming:
+        try:
+            answer = await self.dispatcher.request(
+                None,
+                builder,
+                self._addr,
+                self.timeout_s,
+                self.retries if retries is None else retries,
+            )
+        except SnmpTimeoutError as exc:
+            raise SnmpTimeoutError(f"{self.label}: {exc}") from None
+        if not isinstance(answer, bytes):
+            raise SnmpProtocolError(f"{self.label}: SNMPv2c answer to an SNMPv3 request")
+        try:
+            return usm.parse_message(answer)
+        except ber.BerError as exc:
+            raise SnmpProtocolError(f"{self.label}: {exc}") from None
+
+    async def _discover(self) -> None:
+        msg = await self._send(_Discovery(self._security))
+        if not msg.engine_id:
+            raise SnmpProtocolError(f"{self.label}: engine-id discovery answered no engine id")
+        self._security.set_engine(msg.engine_id, msg.boots, msg.time)
+
+    def _open(self, msg: usm.Incoming) -> tuple[int, ber.Response]:
+        try:
+            return self._security.open(msg)
+        except usm.UsmError:
+            raise SnmpProtocolError(
+                f"{self.label}: SNMPv3 user {self.v3.user!r}: the answer could not be decrypted"
+            ) from None
+        except ber.BerError as exc:
+            raise SnmpProtocolError(f"{self.label}: {exc}") from None
+
+    @staticmethod
+    def _report_kind(response: ber.Response) -> str:
+        if not response.varbinds:
+            return "empty report"
+        oid = response.varbinds[0][0]
+        return usm.REPORT_NAMES.get(oid) or f"report {ber.oid_str(ber.decode_oid(oid))}"
+
+    async def _exchange(self, template: ber.RequestTemplate, flags: int) -> ber.Response:
+        sec = self._security
+        kind = "notInTimeWindow"
+        # At most one re-discovery and one clock re-sync before giving up.
+        for _attempt in range(3):
+            if not sec.engine_id:
+                await self._discover()
+            try:
+                msg = await self._send(_V3Request(sec, template, flags))
+            except SnmpTimeoutError:
+                # net-snmp drops what it cannot decrypt: tell a wrong privacy key from a
+                # dead agent by the same user's authNoPriv request.
+                if flags & usm.FLAG_PRIV and await self._auth_only_ok():
+                    raise self._error("privProbe") from None
+                raise
+            authentic = sec.authentic(msg)
+            if authentic:
+                sec.observe(msg)
+            pdu_type, response = self._open(msg)
+            if pdu_type == ber.REPORT:
+                kind = self._report_kind(response)
+                if kind == "notInTimeWindow" and authentic:
+                    sec.set_clock(msg.boots, msg.time)
+                    continue
+                if kind == "unknownEngineID" and self._configured is None:
+                    sec.engine_id = b""
+                    continue
+                raise self._error(kind)
+            if pdu_type != ber.RESPONSE:
+                raise SnmpProtocolError(f"{self.label}: unexpected PDU type 0x{pdu_type:02x}")
+            if flags & usm.FLAG_AUTH and not authentic:
+                raise SnmpProtocolError(
+                    f"{self.label}: SNMPv3 user {self.v3.user!r}: the answer failed authentication"
+                )
+            return response
+        raise self._error(kind)
+
+    async def _auth_only_ok(self) -> bool:
+        """Is the same user's authNoPriv GET answered (authenticated, or a level report)?
+
+        Then the agent is up, the authentication key is right and the privacy key is
+        what differs.
+        """
+        template = ber.RequestTemplate(ber.GET, None, [_SYS_UPTIME])
+        try:
+            msg = await self._send(_V3Request(self._security, template, usm.FLAG_AUTH), 0)
+            _, response = self._open(msg)
+        except SnmpError:
+            return False
+        if self._security.authentic(msg):
+            return True
+        return self._report_kind(response) == "unsupportedSecLevel"
+
+    async def _call(self, pdu_type: int, oids: list[bytes], max_repetitions: int = 0) -> VarBinds:
+        key = (pdu_type, tuple(oids), max_repetitions)
+        template = self._templates.get(key)
+        if template is None:
+            template = ber.RequestTemplate(pdu_type, None, oids, max_repetitions=max_repetitions)
+            # Walk requests change with every step; keep only the fixed ones (GETs).
+            if pdu_type == ber.GET and len(self._templates) < 64:
+                self._templates[key] = template
+        response = await self._exchange(template, self._security.flags)
+        return _varbinds(self.label, response)
+
+    async def get(self, oids: list[bytes]) -> VarBinds:
+        """GET ``oids`` in one PDU."""
+        return _matching(self.label, oids, await self._call(ber.GET, oids))
+
+    async def get_next(self, oids: list[bytes]) -> VarBinds:
+        """GETNEXT ``oids`` in one PDU."""
+        return await self._call(ber.GETNEXT, oids)
+
+    async def get_bulk(self, oids: list[bytes], max_repetitions: int) -> VarBinds:
+        """GETBULK ``oids`` (all repeaters)."""
+        return await self._call(ber.GETBULK, oids, max_repetitions)
+
+    def close(self) -> None:
+        """Nothing to release: the socket belongs to the dispatcher."""
+
+
+# -- the pysnmp path (reference for v2c and v3) -------------------------------------------------
+
+
 def _usm(creds: V3Credentials, *, with_priv: bool = True) -> Any:
     from pysnmp.hlapi.v3arch import asyncio as h  # noqa: PLC0415 - heavy; only for v3
 
@@ -368,8 +669,11 @@ def _usm(creds: V3Credentials, *, with_priv: bool = True) -> Any:
     priv = {
         "AES": h.usmAesCfb128Protocol,
         "AES128": h.usmAesCfb128Protocol,
-        "AES192": h.usmAesCfb192Protocol,
-        "AES256": h.usmAesCfb256Protocol,
+        # net-snmp's AES-192/256 key extension is Blumenthal's; pysnmp's plain names are Reeder's.
+        "AES192": h.usmAesBlumenthalCfb192Protocol,
+        "AES256": h.usmAesBlumenthalCfb256Protocol,
+        "AES192C": h.usmAesCfb192Protocol,
+        "AES256C": h.usmAesCfb256Protocol,
         "DES": h.usmDESPrivProtocol,
         "none": h.usmNoPrivProtocol,
     }
@@ -504,34 +808,25 @@ class PysnmpSession:
         """Turn a pysnmp error indication into one of ours (user named, key never)."""
         kind = type(indication).__name__
         user = self.v3.user if self.v3 else ""
+        level = self.v3.level if self.v3 else "?"
         if kind == "RequestTimedOut":
             if self.v3 is not None and self.v3.level == "authPriv" and await self._auth_only_ok():
-                return WrongPrivKeyError(
-                    f"{self.label}: SNMPv3 user {user!r}: authPriv requests get no answer while "
-                    "authNoPriv requests are authenticated - wrong privacy key or protocol"
-                )
+                return _auth_error("privProbe", self.label, user, level)
             return SnmpTimeoutError(
                 f"{self.label}: no answer after {self.retries + 1} tries of {self.timeout_s:g} s"
             )
-        if kind == "UnknownUserName":
-            return UnknownUserError(f"{self.label}: SNMPv3 user {user!r} is unknown to the agent")
-        if kind in ("WrongDigest", "AuthenticationFailure", "AuthenticationError"):
-            return WrongAuthKeyError(
-                f"{self.label}: SNMPv3 user {user!r}: authentication failed - wrong "
-                "authentication key or protocol"
-            )
-        if kind == "DecryptionError":
-            return WrongPrivKeyError(
-                f"{self.label}: SNMPv3 user {user!r}: the agent could not decrypt the request - "
-                "wrong privacy key or protocol"
-            )
-        if kind == "UnsupportedSecLevel":
-            return SnmpAuthError(
-                f"{self.label}: SNMPv3 user {user!r}: security level "
-                f"{self.v3.level if self.v3 else '?'} not supported by the agent for this user"
-            )
-        if kind in ("NotInTimeWindow", "UnknownEngineID"):
-            return SnmpAuthError(f"{self.label}: SNMPv3 user {user!r}: {indication}")
+        ours = {
+            "UnknownUserName": "unknownUserName",
+            "WrongDigest": "wrongDigest",
+            "AuthenticationFailure": "wrongDigest",
+            "AuthenticationError": "wrongDigest",
+            "DecryptionError": "decryptionError",
+            "UnsupportedSecLevel": "unsupportedSecLevel",
+            "UnknownEngineID": "unknownEngineID",
+            "NotInTimeWindow": "notInTimeWindow",
+        }.get(kind)
+        if ours is not None:
+            return _auth_error(ours, self.label, user, level)
         return SnmpProtocolError(f"{self.label}: {indication}")
 
     async def _auth_only_ok(self) -> bool:

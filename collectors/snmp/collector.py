@@ -43,9 +43,11 @@ from collectors.snmp.client import (
     UdpDispatcher,
     V2cSession,
     V3Credentials,
+    V3Session,
     close_engine,
     new_engine,
 )
+from collectors.snmp.detect import detect_plan
 from collectors.snmp.poller import DevicePlan, Poller, ReadingBuffer, detect
 from collectors.snmp.profiles import (
     Profile,
@@ -204,7 +206,7 @@ class SnmpOptions(BaseModel):
     profiles_dir: Path | None = Field(None, description="Extra profile folder (same name wins).")
     allow_des: bool = Field(False, description="Permit DES privacy and MD5 auth (insecure).")
     engine: Literal["auto", "pysnmp"] = Field(
-        "auto", description="auto: lean v2c codec, pysnmp for v3; pysnmp: pysnmp for all."
+        "auto", description="auto: lean v2c and v3 codec; pysnmp: pysnmp for all (reference)."
     )
 
     @field_validator("devices", mode="before")
@@ -272,8 +274,10 @@ def make_session(
     engine: Any,
     label: str,
 ) -> Session:
-    """The right session for a device: lean v2c when a dispatcher is given, else pysnmp."""
-    if v3 is None and dispatcher is not None:
+    """The right session for a device: lean v2c/v3 when a dispatcher is given, else pysnmp."""
+    if dispatcher is not None:
+        if v3 is not None:
+            return V3Session(dispatcher, host, port, v3, timeout_s, retries, label)
         assert community is not None
         return V2cSession(dispatcher, host, port, community, timeout_s, retries, label)
     return PysnmpSession(
@@ -301,6 +305,19 @@ async def resolve_plan(
         NoProfileError: if no profile matches or the named one does not exist.
         SnmpError: if the device does not answer detection.
     """
+    if profile_name == "auto" and quirks is None:
+        # Match rules, then one trial poll per candidate that must read plausible values.
+        found = await detect_plan(session, profiles.values(), max_oids_per_pdu=max_oids_per_pdu)
+        if found.plan is None:
+            refused = found.explain()
+            raise NoProfileError(
+                f"{session.label}: no profile matches this device "
+                f"(sysObjectID {found.facts.sys_object_id or 'not readable'})"
+                + (f"; refused: {refused}" if refused else "")
+                + "; name one with --profile/profile, add a profile file "
+                "(`probe snmp --suggest` drafts one), or send `probe snmp --dump` output"
+            )
+        return found.plan
     if profile_name != "auto":
         profile = profiles.get(profile_name)
         if profile is None:
@@ -418,10 +435,10 @@ class SnmpCollector:
         o = self.options
         dispatcher: UdpDispatcher | None = None
         engine: Any = None
-        if o.engine == "auto" and any(d.v3 is None for d in o.devices):
+        if o.engine == "auto":
             dispatcher = UdpDispatcher()
             await dispatcher.open()
-        if o.engine == "pysnmp" or any(d.v3 is not None for d in o.devices):
+        else:
             engine = new_engine()
         healthy = asyncio.Semaphore(o.max_concurrent)
         failing = asyncio.Semaphore(o.max_concurrent_failing)

@@ -1,5 +1,9 @@
 """``pue-agent probe snmp HOST[:PORT]``: poll one device once and print its readings.
 
+``--dump FILE`` writes what the device answers as an snmprec walk (to send in, or to
+test a profile with); ``--suggest`` prints a profile drafted from a walk of the device
+(or of ``--walk FILE``) for a person to confirm (:mod:`collectors.snmp.suggest`).
+
 Exit codes (README.md, "Exit codes"): 0 readings printed; 2 bad arguments; 3 timeout;
 4 SNMPv3 authentication/privacy failure; 5 no matching profile, or the forced
 ``--profile`` yields no readings; 6 other SNMP error; 7 host name cannot be resolved.
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 from typing import Annotated
 
 import polars as pl
@@ -22,6 +27,7 @@ from agent.probe import (
     EXIT_PROTOCOL,
     EXIT_UNREACHABLE,
     EXIT_UNRESOLVED,
+    EXIT_USAGE,
     error_exit,
     print_readings,
     resolve_host,
@@ -34,12 +40,12 @@ from collectors.snmp.client import (
     SnmpTimeoutError,
     UdpDispatcher,
     V3Credentials,
-    close_engine,
-    new_engine,
 )
 from collectors.snmp.collector import NoProfileError, make_session, resolve_plan
 from collectors.snmp.poller import Poller, ReadingBuffer
 from collectors.snmp.profiles import ProfileError, load_profiles
+from collectors.snmp.suggest import suggest_profile
+from collectors.snmp.walk import WalkRow, parse_snmprec, to_snmprec, walk_device
 
 __all__ = ["parse_target", "register"]
 
@@ -86,14 +92,11 @@ async def _probe(
     profile: str,
     timeout_s: float,
     retries: int,
-) -> tuple[ReadingBuffer, str]:
-    dispatcher = None
-    engine = None
-    if v3 is None:
-        dispatcher = UdpDispatcher()
-        await dispatcher.open()
-    else:
-        engine = new_engine()
+    walk: bool = False,
+) -> tuple[ReadingBuffer, str, list[WalkRow]]:
+    # The lean path for v2c and v3 alike, as the collector polls (pysnmp is its reference).
+    dispatcher = UdpDispatcher()
+    await dispatcher.open()
     try:
         session = make_session(
             host,
@@ -103,18 +106,18 @@ async def _probe(
             timeout_s=timeout_s,
             retries=retries,
             dispatcher=dispatcher,
-            engine=engine,
+            engine=None,
             label=f"{host}:{port}",
         )
+        if walk:
+            # --dump / --suggest: what the device answers, whatever profile fits it.
+            return ReadingBuffer(), "", await walk_device(session)
         plan = await resolve_plan(session, load_profiles(), profile, None, 40)
         buffer = ReadingBuffer()
         await Poller(f"{host}:{port}" if port != 161 else host, session, plan).poll(buffer)
-        return buffer, plan.describe()
+        return buffer, plan.describe(), []
     finally:
-        if dispatcher is not None:
-            dispatcher.close()
-        if engine is not None:
-            close_engine(engine)
+        dispatcher.close()
 
 
 def register(probe_app: typer.Typer) -> None:
@@ -122,7 +125,9 @@ def register(probe_app: typer.Typer) -> None:
 
     @probe_app.command("snmp")
     def probe_snmp(
-        target: Annotated[str, typer.Argument(help="HOST or HOST:PORT (default port 161).")],
+        target: Annotated[
+            str | None, typer.Argument(help="HOST or HOST:PORT (default port 161).")
+        ] = None,
         community: Annotated[
             str | None, typer.Option("--community", "-c", help="SNMPv2c community.")
         ] = None,
@@ -151,12 +156,36 @@ def register(probe_app: typer.Typer) -> None:
         timeout_s: Annotated[float, typer.Option("--timeout", help="Seconds per try.")] = 2.0,
         retries: Annotated[int, typer.Option("--retries", help="Retries after a timeout.")] = 1,
         as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+        dump: Annotated[
+            Path | None,
+            typer.Option("--dump", help="Write the device's walk to this snmprec file."),
+        ] = None,
+        suggest: Annotated[
+            bool, typer.Option("--suggest", help="Print a profile drafted from a walk.")
+        ] = False,
+        walk_file: Annotated[
+            Path | None,
+            typer.Option("--walk", help="--suggest from this snmprec walk instead of a device."),
+        ] = None,
     ) -> None:
         """Poll one SNMP device once and print what its profile yields.
 
         Keys are read from environment variables (--v3-auth-key-env/--v3-priv-key-env)
-        so they never appear in the process list or shell history.
+        so they never appear in the process list or shell history. --dump writes the
+        device's walk (system group, UPS-MIB, ENTITY-SENSOR-MIB, vendor trees) as snmprec;
+        --suggest prints a profile drafted from it (or from --walk FILE, no device needed).
         """
+        if walk_file is not None:
+            if not suggest:
+                raise error_exit("--walk FILE goes with --suggest", EXIT_USAGE)
+            try:
+                rows = parse_snmprec(walk_file.read_text(encoding="utf-8", errors="replace"))
+            except OSError as exc:
+                raise error_exit(f"cannot read {walk_file}: {exc.strerror}", EXIT_USAGE) from None
+            _print_suggestion(rows, str(walk_file))
+            return
+        if target is None:
+            raise error_exit("give HOST[:PORT] (or --suggest --walk FILE)", EXIT_USAGE)
         host, port = parse_target(target)
         if (community is None) == (v3_user is None):
             raise typer.BadParameter("give exactly one of --community or --v3-user")
@@ -177,9 +206,10 @@ def register(probe_app: typer.Typer) -> None:
         unresolved = resolve_host(host)
         if unresolved is not None:
             raise error_exit(unresolved, EXIT_UNRESOLVED)
+        walk = dump is not None or suggest
         try:
-            buffer, profile_used = asyncio.run(
-                _probe(host, port, _secret(community, None), v3, profile, timeout_s, retries)
+            buffer, profile_used, rows = asyncio.run(
+                _probe(host, port, _secret(community, None), v3, profile, timeout_s, retries, walk)
             )
         except SnmpTimeoutError as exc:
             raise error_exit(f"timeout: {exc}", EXIT_TIMEOUT) from None
@@ -189,6 +219,18 @@ def register(probe_app: typer.Typer) -> None:
             raise error_exit(f"no profile: {exc}", EXIT_NO_PROFILE) from None
         except SnmpError as exc:
             raise error_exit(str(exc), EXIT_SNMP) from None
+        if walk:
+            if not rows:
+                raise error_exit(f"{target} answered nothing under the walked subtrees", EXIT_SNMP)
+            if dump is not None:
+                try:
+                    dump.write_text(to_snmprec(rows), encoding="utf-8")
+                except OSError as exc:
+                    raise error_exit(f"cannot write {dump}: {exc.strerror}", EXIT_USAGE) from None
+                typer.echo(f"wrote {len(rows)} varbind(s) from {target} to {dump}", err=True)
+            if suggest:
+                _print_suggestion(rows, target)
+            return
         readings = buffer.take()
         if readings.filter(pl.col("point") != "sys.uptime").is_empty():
             # A forced profile is not checked against the device: nothing but the uptime
@@ -200,3 +242,15 @@ def register(probe_app: typer.Typer) -> None:
                 EXIT_NO_PROFILE,
             )
         print_readings(readings, as_json=as_json, extra={"profile": profile_used})
+
+
+def _print_suggestion(rows: list[WalkRow], source: str) -> None:
+    """Print the drafted profile; say on stderr how much of it is a guess."""
+    suggestion = suggest_profile(rows)
+    print(suggestion.toml, end="")
+    powers = sum(c.quantity == "power_w" for c in suggestion.candidates)
+    typer.echo(
+        f"drafted {len(suggestion.candidates)} metric(s) ({powers} power) from {len(rows)} "
+        f"varbind(s) of {source}: confirm every CONFIRM line against the MIB",
+        err=True,
+    )

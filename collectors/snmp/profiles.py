@@ -36,6 +36,7 @@ __all__ = [
     "detection_oids",
     "load_profiles",
     "matching_quirks",
+    "rank_profiles",
 ]
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "profiles"
@@ -305,17 +306,24 @@ def _score(rule: MatchRule, facts: DeviceFacts) -> tuple[int, int] | None:
     return matched_len, len(rule.present) + len(rule.equals)
 
 
-def choose_profile(profiles: Iterable[Profile], facts: DeviceFacts) -> Profile | None:
-    """The best matching profile: highest priority, then most specific match, then name."""
-    best: tuple[tuple[int, int, int], str, Profile] | None = None
+def rank_profiles(profiles: Iterable[Profile], facts: DeviceFacts) -> list[Profile]:
+    """Every profile whose match rules hold, best first.
+
+    Best = highest priority, then longest matched sysObjectID prefix, then most rules,
+    then name (so the order never depends on file order).
+    """
+    scored = []
     for profile in profiles:
         score = _score(profile.match, facts)
-        if score is None:
-            continue
-        key = (profile.priority, *score)
-        if best is None or key > best[0] or (key == best[0] and profile.name < best[1]):
-            best = (key, profile.name, profile)
-    return best[2] if best else None
+        if score is not None:
+            scored.append(((-profile.priority, -score[0], -score[1], profile.name), profile))
+    return [profile for _, profile in sorted(scored, key=lambda item: item[0])]
+
+
+def choose_profile(profiles: Iterable[Profile], facts: DeviceFacts) -> Profile | None:
+    """The best matching profile by its rules alone (detection also checks the readings)."""
+    ranked = rank_profiles(profiles, facts)
+    return ranked[0] if ranked else None
 
 
 def matching_quirks(profile: Profile, facts: DeviceFacts) -> list[str]:

@@ -8,13 +8,17 @@ fsynced in the journal. This measures the receive path alone, with no publisher 
 for the 2 cores. A second, live scenario shows QoS 0 loss when a subscriber falls behind a
 broker with mosquitto's default queue limit (1000) and what the collector detects.
 
-Run: ``.venv/bin/python -m tests.bench.bench_mqtt [N]``.
+Run: ``.venv/bin/python -m tests.bench.bench_mqtt [N] [--profile] [--no-live]``; ``--profile``
+also runs the QoS 0 collector session under cProfile and prints where the receive path spends
+its time; ``--no-live`` skips the live loss scenario.
 """
 
 from __future__ import annotations
 
 import asyncio
+import cProfile
 import json
+import pstats
 import subprocess
 import sys
 import tempfile
@@ -29,7 +33,10 @@ from agent.settings import load_settings
 from collectors.mqtt import build
 from tests.servers.mosquitto import Mosquitto, start_mosquitto
 
-N = int(sys.argv[1]) if len(sys.argv) > 1 else 30_000
+_ARGS = [a for a in sys.argv[1:] if not a.startswith("--")]
+N = int(_ARGS[0]) if _ARGS else 30_000
+PROFILE = "--profile" in sys.argv
+LIVE = "--no-live" not in sys.argv
 TOPIC = "bench/m1/power"
 
 _PUBLISHER = r"""
@@ -105,7 +112,8 @@ def _mapping(folder: Path) -> Path:
 
 async def _collector_session(
     broker: Mosquitto, folder: Path, qos: int, count: int, **extra: object
-) -> tuple[float, dict[str, int]]:
+) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) until ``count`` readings are journalled."""
     settings = load_settings(None, state_dir=folder / f"state{qos}")
     options = {
         "host": broker.host,
@@ -123,23 +131,36 @@ async def _collector_session(
         consumers=[],
         journal=Journal(settings.journal_path),
     )
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     task = asyncio.create_task(agent.run(install_signals=False))
     while collector.subscribed == 0 or agent.committed_readings < count:
         await asyncio.sleep(0.005)
         if task.done():
             task.result()
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     agent.stop()
     await task
-    return elapsed, dict(collector.stats)
+    return elapsed, cpu
 
 
-def bench_collector(broker: Mosquitto, folder: Path, qos: int) -> float:
+def bench_collector(broker: Mosquitto, folder: Path, qos: int) -> tuple[float, float]:
+    """(messages/s wall, CPU microseconds per message): CPU time holds up on a busy machine."""
     asyncio.run(_collector_session(broker, folder, qos, 0))
     publish(broker.port, N, qos)
-    elapsed, _ = asyncio.run(_collector_session(broker, folder, qos, N))
-    return N / elapsed
+    elapsed, cpu = asyncio.run(_collector_session(broker, folder, qos, N))
+    return N / elapsed, cpu / N * 1e6
+
+
+def profile_collector(broker: Mosquitto, folder: Path) -> None:
+    """The QoS 0 collector session under cProfile (main thread: receive, decode, emit)."""
+    asyncio.run(_collector_session(broker, folder, 0, 0, client_id="prof"))
+    publish(broker.port, N, 0)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    elapsed, _ = asyncio.run(_collector_session(broker, folder, 0, N, client_id="prof"))
+    profiler.disable()
+    print(f"profile (QoS 0, {N / elapsed:,.0f} msg/s under cProfile), top by own time:")
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(12)
 
 
 async def _live_loss(broker: Mosquitto, folder: Path) -> dict[str, int]:
@@ -191,14 +212,19 @@ def main() -> None:
             for qos in (0, 1):
                 sub = bench_mosquitto_sub(broker, qos)
                 aio = bench_aiomqtt(broker, qos)
-                col = bench_collector(broker, folder, qos)
+                col, cpu_us = bench_collector(broker, folder, qos)
                 print(
                     f"QoS {qos}: mosquitto_sub {sub:>9,.0f} msg/s | bare aiomqtt {aio:>8,.0f} msg/s"
                     f" | collector (map+journal+fsync, ack after fsync) {col:>8,.0f} msg/s"
-                    f" = {col / aio:.2f}x bare aiomqtt"
+                    f" = {col / aio:.2f}x bare aiomqtt = {col / sub:.2f}x mosquitto_sub"
+                    f" | collector CPU {cpu_us:.1f} us/msg"
                 )
+            if PROFILE:
+                profile_collector(broker, folder)
         finally:
             broker.stop()
+        if not LIVE:
+            return
         # Live QoS 0 with mosquitto's default per-client queue (1000): the broker drops.
         broker = start_mosquitto(
             folder / "broker2",

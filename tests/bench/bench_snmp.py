@@ -3,19 +3,22 @@
 Run: ``.venv/bin/python -m tests.bench.bench_snmp`` (about a minute; ``--quick`` halves it).
 
 All tools poll the same net-snmp snmpd agents (``override`` lines; 8 OIDs: sysUpTime and
-seven gauges, one GET PDU per poll, SNMPv2c). Client CPU is user+system time of the
-polling process only (agents excluded), divided by the polls it completed:
+seven gauges, one GET PDU per poll), first over SNMPv2c, then over SNMPv3 authPriv
+(SHA-256 + AES-128; collectd only offers SHA-1, so its v3 user is SHA-1 + AES-128).
+Client CPU is user+system time of the polling process only (agents excluded), divided
+by the polls it completed:
 
 * ``pysnmp naive``   — pysnmp 7 hlapi ``get_cmd`` per poll, as its documentation shows
   (engine and targets reused, ``lookupMib=False``): the reference to beat.
-* ``pue-agent lean`` — this collector (lean v2c codec, shared socket), readings buffered
+* ``pue-agent lean`` — this collector (lean v2c/v3 codec, shared socket), readings buffered
   into reading frames (journal excluded: ``emit`` only counts rows).
-* ``pue-agent pysnmp`` — this collector with ``engine = "pysnmp"`` (the v3 path).
+* ``pue-agent pysnmp`` — this collector with ``engine = "pysnmp"`` (the reference path).
 * ``snmp_exporter``  — Prometheus snmp_exporter 0.21, scraped over HTTP (its CPU only).
 * ``collectd``       — collectd 5.12 snmp plugin, one 8-value Data block per host.
 
-Then the sustained run: 20,000 polls/min (devices x interval) for a while, counting polls
-that started more than min(0.5 s, 10 % of the interval) after their slot as late.
+Then the sustained runs: 20,000 polls/min (devices x interval) for a while, over v2c and
+over v3 authPriv, counting polls that started more than min(0.5 s, 10 % of the interval)
+after their slot as late.
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from tests.servers import free_port, stop_process, wait_tcp
-from tests.servers.snmp import snmpd
+from tests.servers.snmp import V3User, snmpd
 
+#: The v3 users every agent knows (benchmark keys, not secrets of any system).
+V3 = V3User("bench-v3", "bench-auth-key-256", "bench-priv-key-aes", "SHA256", "AES")
+V3_SHA1 = V3User("bench-v3-sha1", "bench-auth-key-sha1", "bench-priv-key-aes1", "SHA", "AES")
 BASE = "1.3.6.1.4.1.99999.1"
 OIDS = ["1.3.6.1.2.1.1.3.0"] + [f"{BASE}.{i}.0" for i in range(1, 8)]
 OVERRIDES = [(f"{BASE}.{i}.0", "integer", str(1000 + i)) for i in range(1, 8)]
@@ -114,18 +120,36 @@ async def _collector(
     seconds: float,
     engine: str = "auto",
     warmup_s: float | None = None,
+    v3: bool = False,
 ) -> dict[str, float]:
     from agent.plugins import CollectorContext  # noqa: PLC0415
     from agent.settings import AgentSettings  # noqa: PLC0415
     from collectors.snmp import build  # noqa: PLC0415
 
+    secrets = profiles.parent / "secrets"
+    secrets.mkdir(exist_ok=True)
+    (secrets / "auth").write_text(V3.auth_key)
+    (secrets / "priv").write_text(V3.priv_key)
+    credentials: dict[str, Any] = (
+        {
+            "v3": {
+                "user": V3.name,
+                "auth_protocol": V3.auth_proto,
+                "auth_key_secret": "auth",
+                "priv_protocol": V3.priv_proto,
+                "priv_key_secret": "priv",
+            }
+        }
+        if v3
+        else {"community": "public"}
+    )
     entries = [
         {
             "name": f"dev{i:05d}",
             "host": "127.0.0.1",
             "port": ports[i % len(ports)],
-            "community": "public",
             "profile": "bench-meter",
+            **credentials,
         }
         for i in range(devices)
     ]
@@ -138,7 +162,7 @@ async def _collector(
             "max_concurrent": 512,
             "defaults": {"interval_s": interval_s, "timeout_s": 2.0, "retries": 1},
         },
-        AgentSettings(state_dir=Path(tempfile.gettempdir())),
+        AgentSettings(state_dir=Path(tempfile.gettempdir()), secrets_dir=secrets),
     )
     count = _Count()
     ctx = CollectorContext(name="bench", settings=collector.settings, emit=count)
@@ -169,7 +193,7 @@ async def _collector(
 
 
 def _snmp_exporter(
-    ports: list[int], scrapes: int, concurrency: int, tmp: Path
+    ports: list[int], scrapes: int, concurrency: int, tmp: Path, *, v3: bool = False
 ) -> tuple[float, float]:
     exe = shutil.which("prometheus-snmp-exporter")
     assert exe, "prometheus-snmp-exporter missing: run scripts/setup.sh"
@@ -178,10 +202,15 @@ def _snmp_exporter(
         for i, oid in enumerate(OIDS)
     )
     get = "".join(f"  - {oid}\n" for oid in OIDS)
-    conf = tmp / "snmp.yml"
-    conf.write_text(
-        f"bench:\n  version: 2\n  auth:\n    community: public\n  get:\n{get}  metrics:\n{metrics}"
+    auth = (
+        f"  version: 3\n  auth:\n    username: {V3.name}\n    security_level: authPriv\n"
+        f"    password: {V3.auth_key}\n    auth_protocol: {V3.auth_proto}\n"
+        f"    priv_protocol: {V3.priv_proto}\n    priv_password: {V3.priv_key}\n"
+        if v3
+        else "  version: 2\n  auth:\n    community: public\n"
     )
+    conf = tmp / "snmp.yml"
+    conf.write_text(f"bench:\n{auth}  get:\n{get}  metrics:\n{metrics}")
     port = free_port()
     proc = subprocess.Popen(
         [exe, f"--config.file={conf}", f"--web.listen-address=127.0.0.1:{port}"],
@@ -210,19 +239,26 @@ def _snmp_exporter(
 
 
 def _collectd(
-    ports: list[int], hosts: int, interval_s: float, seconds: float, tmp: Path
+    ports: list[int], hosts: int, interval_s: float, seconds: float, tmp: Path, *, v3: bool = False
 ) -> tuple[float, float]:
     exe = shutil.which("collectd") or "/usr/sbin/collectd"
     types = tmp / "types.db"
     types.write_text("bench8 " + ", ".join(f"v{i}:GAUGE:U:U" for i in range(8)) + "\n")
-    csv_dir = tmp / "csv"
+    csv_dir = tmp / ("csv-v3" if v3 else "csv")
+    auth = (
+        f'    Version 3\n    SecurityLevel "authPriv"\n    Username "{V3_SHA1.name}"\n'
+        f'    AuthProtocol "SHA"\n    AuthPassphrase "{V3_SHA1.auth_key}"\n'
+        f'    PrivacyProtocol "AES"\n    PrivacyPassphrase "{V3_SHA1.priv_key}"\n'
+        if v3
+        else '    Version 2\n    Community "public"\n'
+    )
     host_blocks = "".join(
-        f'  <Host "h{i}">\n    Address "127.0.0.1:{ports[i % len(ports)]}"\n    Version 2\n'
-        f'    Community "public"\n    Collect "bench"\n    Interval {interval_s}\n  </Host>\n'
+        f'  <Host "h{i}">\n    Address "127.0.0.1:{ports[i % len(ports)]}"\n{auth}'
+        f'    Collect "bench"\n    Interval {interval_s}\n  </Host>\n'
         for i in range(hosts)
     )
     values = " ".join(f'"{o}"' for o in OIDS)
-    conf = tmp / "collectd.conf"
+    conf = tmp / ("collectd-v3.conf" if v3 else "collectd.conf")
     conf.write_text(
         f'Interval {interval_s}\nTypesDB "/usr/share/collectd/types.db" "{types}"\n'
         "ReadThreads 4\nWriteThreads 1\n"
@@ -259,10 +295,11 @@ def _csv_lines(folder: Path) -> int:
 
 
 def main() -> None:
-    """Run every measurement and print one table."""
+    """Run every measurement and print one table per SNMP version."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="Shorter runs.")
     parser.add_argument("--agents", type=int, default=2, help="snmpd processes.")
+    parser.add_argument("--only", choices=["all", "v2c", "v3"], default="all")
     args = parser.parse_args()
     from agent.logs import configure_logging  # noqa: PLC0415
 
@@ -273,49 +310,92 @@ def main() -> None:
     profiles.mkdir()
     (profiles / "bench-meter.toml").write_text(PROFILE)
     rows: list[tuple[str, float, float, str]] = []
+    rows3: list[tuple[str, float, float, str]] = []
+    sustained: dict[str, dict[str, float]] = {}
     from contextlib import ExitStack  # noqa: PLC0415
 
     with ExitStack() as stack:
-        ports = [stack.enter_context(snmpd(OVERRIDES)).port for _ in range(args.agents)]
-        cpu, rate = asyncio.run(_pysnmp_naive(ports, int(2000 * k), 32))
-        rows.append(("pysnmp naive (get_cmd)", cpu, rate, "baseline"))
-        r = asyncio.run(_collector(ports, profiles, 400, 0.5, 6 * k))
-        rows.append(
-            (
-                "pue-agent lean v2c",
-                r["cpu_us_per_poll"],
-                r["polls_per_s"],
-                f"{r['late_pct']:.2f} % late at {r['polls_per_s']:.0f}/s offered 800/s",
+        ports = [
+            stack.enter_context(snmpd(OVERRIDES, users=[V3, V3_SHA1])).port
+            for _ in range(args.agents)
+        ]
+        if args.only in ("all", "v2c"):
+            cpu, rate = asyncio.run(_pysnmp_naive(ports, int(2000 * k), 32))
+            rows.append(("pysnmp naive (get_cmd)", cpu, rate, "baseline"))
+            r = asyncio.run(_collector(ports, profiles, 400, 0.5, 6 * k))
+            rows.append(
+                (
+                    "pue-agent lean v2c",
+                    r["cpu_us_per_poll"],
+                    r["polls_per_s"],
+                    f"{r['late_pct']:.2f} % late at {r['polls_per_s']:.0f}/s offered 800/s",
+                )
             )
-        )
-        r = asyncio.run(_collector(ports, profiles, 100, 0.5, 6 * k, engine="pysnmp"))
-        rows.append(
-            (
-                "pue-agent pysnmp path",
-                r["cpu_us_per_poll"],
-                r["polls_per_s"],
-                f"{r['late_pct']:.2f} % late, offered 200/s",
+            r = asyncio.run(_collector(ports, profiles, 100, 0.5, 6 * k, engine="pysnmp"))
+            rows.append(
+                (
+                    "pue-agent pysnmp path",
+                    r["cpu_us_per_poll"],
+                    r["polls_per_s"],
+                    f"{r['late_pct']:.2f} % late, offered 200/s",
+                )
             )
+            cpu, rate = _snmp_exporter(ports, int(2000 * k), 16, tmp)
+            rows.append(("snmp_exporter 0.21", cpu, rate, "HTTP scrape per poll"))
+            cpu, rate = _collectd(ports, 200, 1.0, 8 * k, tmp)
+            rows.append(("collectd 5.12 snmp", cpu, rate, "200 hosts every 1 s"))
+            sustained["v2c"] = asyncio.run(_collector(ports, profiles, 1000, 3.0, 20 * k))
+        if args.only in ("all", "v3"):
+            r = asyncio.run(_collector(ports, profiles, 400, 0.5, 6 * k, v3=True))
+            rows3.append(
+                (
+                    "pue-agent lean v3",
+                    r["cpu_us_per_poll"],
+                    r["polls_per_s"],
+                    f"{r['late_pct']:.2f} % late at {r['polls_per_s']:.0f}/s offered 800/s",
+                )
+            )
+            r = asyncio.run(_collector(ports, profiles, 100, 0.5, 6 * k, engine="pysnmp", v3=True))
+            rows3.append(
+                (
+                    "pue-agent pysnmp path v3",
+                    r["cpu_us_per_poll"],
+                    r["polls_per_s"],
+                    f"{r['late_pct']:.2f} % late, offered 200/s",
+                )
+            )
+            cpu, rate = _snmp_exporter(ports, int(1000 * k), 16, tmp, v3=True)
+            rows3.append(("snmp_exporter 0.21 v3", cpu, rate, "HTTP scrape per poll"))
+            cpu, rate = _collectd(ports, 200, 1.0, 8 * k, tmp, v3=True)
+            rows3.append(("collectd 5.12 snmp v3", cpu, rate, "SHA-1 + AES-128 user"))
+            sustained["v3"] = asyncio.run(
+                _collector(ports, profiles, 1000, 3.0, 20 * k, v3=True, warmup_s=4.0)
+            )
+    for title, table in (("SNMPv2c", rows), ("SNMPv3 authPriv SHA-256 + AES-128", rows3)):
+        if not table:
+            continue
+        print(f"\n{title}\n{'tool':28} {'CPU us/poll':>12} {'polls/s':>9}  note")
+        for name, cpu, rate, note in table:
+            print(f"{name:28} {cpu:12.0f} {rate:9.0f}  {note}")
+    for version, r in sustained.items():
+        print(
+            f"\nsustained {version}: 1000 devices every 3 s (20,000 polls/min offered): "
+            f"{r['polls_per_min']:,.0f} polls/min done, {r['late_pct']:.2f} % late, "
+            f"{r['cpu_us_per_poll']:.0f} us CPU/poll, {r['cpu_pct']:.1f} % of a core, "
+            f"{r['failing']:.0f} devices failing"
         )
-        cpu, rate = _snmp_exporter(ports, int(2000 * k), 16, tmp)
-        rows.append(("snmp_exporter 0.21", cpu, rate, "HTTP scrape per poll"))
-        cpu, rate = _collectd(ports, 200, 1.0, 8 * k, tmp)
-        rows.append(("collectd 5.12 snmp", cpu, rate, "200 hosts every 1 s"))
-        sustained = asyncio.run(_collector(ports, profiles, 1000, 3.0, 20 * k))
-    print(f"\n{'tool':28} {'CPU us/poll':>12} {'polls/s':>9}  note")
-    for name, cpu, rate, note in rows:
-        print(f"{name:28} {cpu:12.0f} {rate:9.0f}  {note}")
-    print(
-        f"\nsustained: 1000 devices every 3 s (20,000 polls/min offered): "
-        f"{sustained['polls_per_min']:,.0f} polls/min done, {sustained['late_pct']:.2f} % late, "
-        f"{sustained['cpu_us_per_poll']:.0f} us CPU/poll, {sustained['cpu_pct']:.1f} % of a core, "
-        f"{sustained['failing']:.0f} devices failing"
-    )
-    naive = rows[0][1]
-    print(
-        f"lean v2c vs pysnmp naive: {naive / rows[1][1]:.1f}x less CPU per poll; "
-        f"vs snmp_exporter: {rows[3][1] / rows[1][1]:.1f}x less"
-    )
+    if rows:
+        naive = rows[0][1]
+        print(
+            f"lean v2c vs pysnmp naive: {naive / rows[1][1]:.1f}x less CPU per poll; "
+            f"vs snmp_exporter: {rows[3][1] / rows[1][1]:.1f}x less"
+        )
+    if rows3:
+        print(
+            f"lean v3 vs pysnmp path v3: {rows3[1][1] / rows3[0][1]:.1f}x less CPU per poll; "
+            f"vs snmp_exporter v3: {rows3[2][1] / rows3[0][1]:.1f}x less; "
+            f"vs collectd v3: {rows3[3][1] / rows3[0][1]:.2f}x"
+        )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -142,12 +142,12 @@ def test_unknown_collector_kind_and_bad_option(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text(
         f'state_dir = "{tmp_path}/state"\nsite_file = "site.toml"\n'
-        '[[collectors]]\nkind = "modbus"\n[[collectors]]\nkind = "sim"\nname = "s"\npdus = -1\n',
+        '[[collectors]]\nkind = "lorawan"\n[[collectors]]\nkind = "sim"\nname = "s"\npdus = -1\n',
         encoding="utf-8",
     )
     result = run_check(config)
     assert result.returncode != 0
-    assert "collector kind 'modbus' is unknown" in result.stderr
+    assert "collector kind 'lorawan' is unknown" in result.stderr
     assert "collectors.s: pdus" in result.stderr
 
 

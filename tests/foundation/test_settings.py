@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.settings import ConfigError, load_settings, read_secret
+import agent.settings
+from agent.settings import CONFIG_ENV, ConfigError, load_settings, read_secret
 
 
 def test_layers_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,3 +70,23 @@ def test_bad_config_names_file_and_field(tmp_path: Path) -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_default_config_is_pue_agent_config_else_the_installed_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    installed = tmp_path / "etc-agent.toml"
+    installed.write_text(f'state_dir = "{tmp_path / "installed"}"\n', encoding="utf-8")
+    named = tmp_path / "named.toml"
+    named.write_text(f'state_dir = "{tmp_path / "named"}"\n', encoding="utf-8")
+    monkeypatch.setattr(agent.settings, "DEFAULT_CONFIG_PATH", installed)
+    monkeypatch.delenv(CONFIG_ENV)
+    assert load_settings().state_dir == tmp_path / "installed"
+    monkeypatch.setenv(CONFIG_ENV, str(named))
+    assert load_settings().state_dir == tmp_path / "named"
+    # Empty: no file at all, even though the installed one exists (what the test session uses).
+    monkeypatch.setenv(CONFIG_ENV, "")
+    assert load_settings().config_path is None
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError, match=r"missing\.toml: config file not found"):
+        load_settings()

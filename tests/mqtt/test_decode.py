@@ -89,17 +89,22 @@ def test_payload_timestamp_used_within_skew_else_receive_time_flagged() -> None:
         ("m/a/json", json.dumps({"p": 2, "t": int((now - 1000) * 1000)}).encode(), now),
         ("m/a/json", json.dumps({"p": 3, "t": "yesterday"}).encode(), now),
         ("m/a/json", json.dumps({"p": 4}).encode(), now),
+        ("m/a/json", json.dumps({"p": 5, "t": None}).encode(), now),
     ]
-    frame = _decoder(max_skew_s=60).decode(messages).frame.sort("value")
+    result = _decoder(max_skew_s=60).decode(messages)
+    frame = result.frame.sort("value")
     stamps = [ts.timestamp() for ts in frame["ts"]]
-    # 10 s old is within 60 s -> payload time; 1000 s old, unparsable or absent -> receive time.
+    # 10 s old is within 60 s -> payload time; 1000 s old, absent or null -> receive time.
     assert stamps == [now - 10, now, now, now]
+    assert frame["value"].to_list() == [1.0, 2.0, 4.0, 5.0]
     assert frame["quality"].to_list() == [
         Quality.GOOD,
         Quality.RECEIVE_TIME,
         Quality.RECEIVE_TIME,
         Quality.RECEIVE_TIME,
     ]
+    # A timestamp that is there but unreadable is never replaced by the receive time.
+    assert dict(result.rejected) == {"bad_timestamp": 1}
 
 
 def _oracle(doc: object) -> str:
@@ -113,6 +118,9 @@ def _oracle(doc: object) -> str:
         return "wrong_type"
     if not math.isfinite(float(value)):
         return "non_finite"
+    stamp = doc.get("t")
+    if stamp is not None and (isinstance(stamp, bool) or not isinstance(stamp, int | float)):
+        return "bad_timestamp"  # the rule's timestamp "t" is epoch ms: only numbers read
     return "accepted"
 
 
@@ -218,7 +226,7 @@ def test_hostile_values_are_rejected_by_reason_and_never_raise() -> None:
         ("m/b/num", huge.encode(), now),  # issue 22: OverflowError in float()
         ("m/b/num", ("-" + huge).encode(), now),
         ("m/a/json", f'{{"p": {huge}}}'.encode(), now),
-        ("m/a/json", f'{{"p": 1, "t": {huge}}}'.encode(), now),  # huge timestamp: untrusted
+        ("m/a/json", f'{{"p": 1, "t": {huge}}}'.encode(), now),  # huge timestamp: bad
         ("m/b/num", ("9" * 5000).encode(), now),  # beyond int_max_str_digits: malformed
         ("m/b/num", b"1e308", now),  # finite, but 1e308 * 1000 overflows after scaling
         ("m/a/json", deep.encode(), now),  # RecursionError inside the C parser
@@ -241,7 +249,7 @@ def test_hostile_values_are_rejected_by_reason_and_never_raise() -> None:
         ),
     ]
     result = Decoder(TopicRouter(rules), max_payload_bytes=2_000_000).decode(messages)
-    assert dict(result.rejected) == {"non_finite": 8, "malformed": 3}
-    assert result.accepted == 2  # the 1 MB message and the huge-timestamp one
-    assert result.frame["value"].to_list() == [1.0, 1.0]
-    assert result.frame["quality"].to_list() == [Quality.RECEIVE_TIME] * 2
+    assert dict(result.rejected) == {"non_finite": 8, "malformed": 3, "bad_timestamp": 1}
+    assert result.accepted == 1  # the 1 MB message
+    assert result.frame["value"].to_list() == [1.0]
+    assert result.frame["quality"].to_list() == [Quality.RECEIVE_TIME]

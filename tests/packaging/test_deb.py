@@ -85,7 +85,7 @@ def _data_tar(deb: Path) -> io.BytesIO:
     return io.BytesIO(tar.stdout)
 
 
-def test_install_run_upgrade_purge(built_deb: Path, tmp_path: Path) -> None:
+def test_install_run_upgrade_purge(built_deb: Path, exclusive_host: None, tmp_path: Path) -> None:
     started = time.monotonic()
     run(["apt-get", "install", "-y", "-q", str(built_deb)], env=APT_ENV)
     print(f"apt-get install: {time.monotonic() - started:.0f} s")

@@ -10,7 +10,6 @@ would do: the agent started directly with the credentials directory, stopped at 
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -54,8 +53,9 @@ def _bash_blocks(text: str) -> list[str]:
 
 
 @pytest.fixture
-def leave_host_clean() -> Iterator[ExitStack]:
+def leave_host_clean(exclusive_host: None) -> Iterator[ExitStack]:
     """Undo what the guide creates outside the package (and purge it if a step failed)."""
+    del exclusive_host
     existed = CREDSTORE.exists()
     with ExitStack() as stack:
         yield stack
@@ -153,7 +153,7 @@ def test_every_step_of_the_install_guide_runs(
         # What the unit does: run the agent with the credentials directory (as root here).
         proc = subprocess.Popen(
             ["/usr/bin/pue-agent", "run", "--config", str(CONFIG)],
-            env={**os.environ, "CREDENTIALS_DIRECTORY": str(CREDSTORE)},
+            env={**APT_ENV, "CREDENTIALS_DIRECTORY": str(CREDSTORE)},
             stdout=subprocess.DEVNULL,
             stderr=(tmp_path / "agent.log").open("wb"),
         )

@@ -78,7 +78,7 @@ def test_html_parses_with_strict_html5_parser(good_bundle: BundleResult, name: s
 def test_charts_are_images_in_html_and_pdf(good_bundle: BundleResult) -> None:
     html = (good_bundle.directory / "report.html").read_text(encoding="utf-8")
     uris = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    assert len(uris) == 4
+    assert len(uris) == 5  # four charts and the hourly-matching heat map
     assert all(base64.b64decode(u)[:8] == b"\x89PNG\r\n\x1a\n" for u in uris)
     listing = subprocess.run(
         ["pdfimages", "-list", str(good_bundle.directory / "report.pdf")],

@@ -17,6 +17,8 @@ from tests.rules.helpers import SITE, SITE_TOML, frame, history, kpi
 
 PACKS = load_packs(None).packs
 
+_HOURLY_TRACE = "hourly_traceability_rate"
+
 # Every threshold rule as docs/policies.md / the source text states it (hand-copied, not read
 # from the packs): (metric, window, comparator, threshold).
 EXPECTED = {
@@ -36,6 +38,10 @@ EXPECTED = {
     "haidong-zero-carbon-park-plan-green-2030": ("ref", "ttm", ">=", 1.0),
     "haidong-zero-carbon-park-plan-trace-2027": ("carbon_traceability", "ttm", ">=", 0.80),
     "haidong-zero-carbon-park-plan-trace-2030": ("carbon_traceability", "ttm", ">=", 1.0),
+    "qinghai-2024-11-3-hourly": (_HOURLY_TRACE, "ttm", ">=", 1.0),  # 每一度电, hour by hour
+    # 碳排放可溯源率 80% / 100%可溯源, traced hour by hour
+    "haidong-zero-carbon-park-plan-trace-hourly-2027": (_HOURLY_TRACE, "ttm", ">=", 0.8),
+    "haidong-zero-carbon-park-plan-trace-hourly-2030": (_HOURLY_TRACE, "ttm", ">=", 1.0),
     "haidong-zero-carbon-park-plan-occupancy-2027": ("rack_occupancy", "month", ">=", 0.65),
     "haidong-zero-carbon-park-plan-occupancy-2030": ("rack_occupancy", "month", ">=", 0.70),
     "cn-hub-nodes-2021-1742-hub-pue": ("pue", "ttm", "<=", 1.25),  # 1.25以下

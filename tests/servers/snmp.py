@@ -121,9 +121,9 @@ def snmpsim(
 ) -> Iterator[SnmpsimServer]:
     """Run snmpsim serving every walk in ``data_dir`` (community/context = file stem).
 
-    snmpsim accepts one USM user per engine, so each v3 user gets its own engine
-    section; all sections listen on the same port is not possible, hence v3
-    users are served on the one engine with the first user (``users[:1]``).
+    All v3 users are served by the one engine (each ``--v3-user`` is followed by
+    its own keys and protocols, in snmpsim's spelling: ``AES192`` is the Reeder key
+    extension, ``AES192BLMT`` the Blumenthal one).
     """
     exe = Path(sys.executable).with_name("snmpsim-command-responder")
     if not exe.exists():
@@ -139,21 +139,19 @@ def snmpsim(
         f"--v3-engine-id={engine_id}",
         f"--data-dir={data_dir}",
     ]
-    for user in users[:1]:
-        args += [
-            f"--v3-user={user.name}",
-            f"--v3-auth-key={user.auth_key}",
-            f"--v3-auth-proto={user.auth_proto}",
-            f"--v3-priv-key={user.priv_key}",
-            f"--v3-priv-proto={user.priv_proto}",
-        ]
+    for user in users:
+        args.append(f"--v3-user={user.name}")
+        if user.auth_proto != "NONE":
+            args += [f"--v3-auth-key={user.auth_key}", f"--v3-auth-proto={user.auth_proto}"]
+        if user.priv_proto != "NONE":
+            args += [f"--v3-priv-key={user.priv_key}", f"--v3-priv-proto={user.priv_proto}"]
     args.append(f"--agent-udpv4-endpoint=127.0.0.1:{port}")
     log = log_path.open("wb") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     try:
         community = probe_community or next(p.stem for p in sorted(data_dir.glob("*.snmprec")))
         wait_snmp(port, community, proc)
-        yield SnmpsimServer(port, proc, engine_id, list(users[:1]))
+        yield SnmpsimServer(port, proc, engine_id, list(users))
     finally:
         stop_process(proc)
         if log_path:
@@ -173,6 +171,9 @@ _SNMPD_PRIV = {
     "AES128": "AES",
     "AES192": "AES-192",
     "AES256": "AES-256",
+    # net-snmp's Cisco-style ("Reeder") key extension for AES-192/256.
+    "AES192C": "AES-192-C",
+    "AES256C": "AES-256-C",
     "DES": "DES",
 }
 
@@ -185,6 +186,7 @@ def snmpd(
     users: Sequence[V3User] = (),
     context: str = "",
     port: int | None = None,
+    state_dir: Path | None = None,
 ) -> Iterator[SnmpdServer]:
     """Run net-snmp's snmpd answering ``overrides`` (``(oid, type, value)``, snmpd.conf syntax).
 
@@ -194,10 +196,13 @@ def snmpd(
         users: USM users (authPriv) created with ``createUser`` and granted ``rouser``.
         context: Context name the v3 users may read (empty = default context).
         port: UDP port (default: a free one).
+        state_dir: Folder for the config, log and persistent state (default: a new one).
+            Start again with the same folder and port for a reboot: same engine id,
+            snmpEngineBoots + 1.
     """
     exe = require_binary("snmpd")
     port = port or free_udp_port()
-    tmp = Path(tempfile.mkdtemp(prefix="snmpd-"))
+    tmp = state_dir or Path(tempfile.mkdtemp(prefix="snmpd-"))
     lines = [
         f"agentAddress udp:127.0.0.1:{port}",
         f"rocommunity {community} 127.0.0.1",
@@ -220,6 +225,15 @@ def snmpd(
         lines.append(f"rouser {user.name} {level}" + (f" -n {context}" if context else ""))
     for oid, kind, value in overrides:
         lines.append(f"override {oid} {kind} {value}")
+    persisted = tmp / "state" / "snmpd.conf"
+    if persisted.exists():
+        # -C skips the persistent file: carry the engine id and boot count over by hand,
+        # so a restart is a reboot of the same engine (snmpEngineBoots + 1).
+        lines += [
+            line
+            for line in persisted.read_text(encoding="utf-8").splitlines()
+            if line.startswith(("engineBoots ", "oldEngineID "))
+        ]
     conf = tmp / "snmpd.conf"
     conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
     # -C: only our config; -f: foreground; log to a file; no MIB loading (faster start).
@@ -239,7 +253,8 @@ def snmpd(
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={"SNMP_PERSISTENT_DIR": str(tmp), "PATH": "/usr/sbin:/usr/bin"},
+        # Persistent data (engine id, boots) in its own folder: it is also called snmpd.conf.
+        env={"SNMP_PERSISTENT_DIR": str(tmp / "state"), "PATH": "/usr/sbin:/usr/bin"},
     )
     try:
         wait_snmp(port, community, proc)

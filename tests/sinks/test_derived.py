@@ -114,6 +114,14 @@ async def test_agent_writes_intervals_kpis_and_findings_to_influxdb(tmp_path: Pa
         for kind, period, value in kpis.select("period_kind", "period", "value").iter_rows():
             assert got[(kind, period)] == pytest.approx(value, rel=1e-12), (kind, period)
 
+        # Hourly matching (docs/green-hourly.md): live day/month rows, same measurement.
+        hourly = store.read_kpis(metric="hourly_matched_green_share")
+        assert hourly.filter(pl.col("period_kind") == "month").height == 1
+        written = server.rows(
+            "SELECT count(status) FROM pue_kpi WHERE metric = 'hourly_matched_green_share'", db=DB
+        )
+        assert written and written[0]["count"] == hourly.height
+
         findings = store.read_findings()
         assert findings.height > 0
         found = server.rows("SELECT count(result) FROM pue_finding", db=DB)
@@ -179,5 +187,8 @@ async def test_mqtt_sink_publishes_the_stores_kpis(tmp_path: Path) -> None:
         assert "pue-agent/demo/kpi/pue_realtime" in found
         rules = [t for t in found if "/finding/" in t]
         assert len(rules) == store.read_findings(month=today[:7])["rule_id"].n_unique() > 0
+        # The green window for schedulers, retained beside the KPIs (docs/green-hourly.md).
+        window = json.loads(found["pue-agent/demo/green-window"])
+        assert len(window["hours"]) == 25 and window["site"] == "demo"
     finally:
         broker.stop()

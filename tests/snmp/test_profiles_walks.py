@@ -6,6 +6,9 @@ with the MIB object named, never copied from the code under test.
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -220,6 +223,9 @@ async def test_profile_against_real_walk(sim, walk, profile, expected) -> None:
 def test_every_shipped_profile_has_a_walk_test() -> None:
     # liebert-gp-power: Web485 walk in test_bad_data.py; apc-rpdu: named in a test below.
     tested = {c[1] for c in CASES} | {"liebert-gp-power", "apc-rpdu"}
+    # ... and the profiles the coverage table (test_coverage.py) expects auto-detection to pick.
+    table = tomllib.loads((Path(__file__).with_name("coverage.toml")).read_text("utf-8"))
+    tested |= {r["profile"].split("+")[0] for r in table["recordings"].values() if r["profile"]}
     assert set(load_profiles()) == tested
 
 

@@ -1,9 +1,11 @@
-"""The demo site behind real protocols: one simulator, devices on SNMP, MQTT and Redfish.
+"""The demo site behind real protocols: one simulator; SNMP, MQTT, Modbus, Redfish, BACnet.
 
 :class:`DemoDevices` starts, on loopback ports it picks, an SNMP responder serving APC rack
 PDUs and Smart-UPSes (tables the project builds from its own profiles' OIDs), an MQTT broker
-with Shelly Pro 3EM meters (incomers, PV, cooling, lighting) and a Redfish service for a GPU
-server (a minimal tree the project writes), all with live values from one
+with Shelly Pro 3EM meters (PV, cooling, lighting), a Modbus TCP gateway (pymodbus) with the
+grid incomers as CHINT DTSU666 meters, a Redfish service for a GPU
+server (a minimal tree the project writes) and bacpypes3 BACnet/IP devices for the chillers
+(power, energy and the chilled-water loop), all with live values from one
 :class:`SiteSimulator`; it returns the collector tables and the site model that poll them.
 Nothing is read from disk: no device capture is needed. The busiest PDU's energy register
 starts one count below its 31-bit wrap, so the demo shows a wrap being corrected.
@@ -20,7 +22,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from collectors.modbus.maps import load_maps
 from collectors.sim.devices.apc import WRAP_COUNTS, rack_pdu, smart_ups
+from collectors.sim.devices.bacnet_chiller import BacnetDevice, live_chiller
+from collectors.sim.devices.modbus_meter import LiveMeter, ModbusMeterServer
 from collectors.sim.devices.mqtt_meters import ShellyMeter, ShellyPublisher, start_broker
 from collectors.sim.devices.redfish_service import (
     GPU_SERVER_POWER,
@@ -38,6 +43,8 @@ __all__ = ["DemoDevices"]
 REDFISH_SERVERS: tuple[tuple[str, float], ...] = (("gpu-server-1", 0.4),)
 #: How a server's input power splits over its two PSUs (a breakdown, like real PSUs).
 PSU_SHARES = (0.51, 0.49)
+#: The device map the grid incomers' Modbus meters are laid out by.
+INCOMER_MAP = "chint-dtsu666"
 
 
 def _free_port() -> int:
@@ -57,7 +64,9 @@ class DemoDevices:
     _broker: Any = None
     _snmp: SnmpResponder | None = None
     _redfish: list[RedfishService] = field(default_factory=list)
+    _bacnet: list[BacnetDevice] = field(default_factory=list)
     _wrap_offset_counts: int = 0
+    _modbus: ModbusMeterServer | None = None
     mqtt_port: int = 0
     wrap_device: str = ""
 
@@ -65,6 +74,16 @@ class DemoDevices:
     def snmp_port(self) -> int:
         """The UDP port of the SNMP responder (all SNMP devices, one community each)."""
         return self._snmp.port if self._snmp is not None else 0
+
+    @property
+    def bacnet_ports(self) -> list[int]:
+        """UDP ports of the BACnet chillers (one bacpypes3 device each)."""
+        return [device.port for device in self._bacnet]
+
+    @property
+    def modbus_port(self) -> int:
+        """The TCP port of the Modbus gateway (the grid incomers, one unit id each)."""
+        return self._modbus.port if self._modbus is not None else 0
 
     @property
     def redfish_ports(self) -> list[int]:
@@ -114,7 +133,9 @@ class DemoDevices:
         self._tasks.append(asyncio.create_task(self._clock(), name="demo-clock"))
         await self._start_snmp()
         await self._start_mqtt()
+        await self._start_modbus()
         await self._start_redfish()
+        await self._start_bacnet()
 
     async def stop(self) -> None:
         """Stop every simulated device."""
@@ -127,6 +148,10 @@ class DemoDevices:
             self._snmp.close()
         for service in self._redfish:
             await service.stop()
+        if self._modbus is not None:
+            await self._modbus.stop()
+        for device in self._bacnet:
+            await device.stop()
         if self._broker is not None:
             with contextlib.suppress(Exception):
                 await self._broker.shutdown()
@@ -177,8 +202,40 @@ class DemoDevices:
         return [
             d
             for d in self.sim.devices
-            if d.role in ("grid_import", "onsite_renewable", "cooling", "other")
+            if d.role in ("onsite_renewable", "cooling", "other")
+            and d not in self._bacnet_chillers()
         ]
+
+    def _bacnet_chillers(self) -> list[SimDevice]:
+        """The chillers: on BACnet/IP, as a chiller plant's controllers are."""
+        return [d for d in self.sim.devices if d.device.startswith("chiller-")]
+
+    async def _start_bacnet(self) -> None:
+        for n, d in enumerate(self._bacnet_chillers(), start=1):
+            i = self._index(d.device, d.prefix)
+            device = BacnetDevice(
+                device_id=n,
+                name=d.device,
+                objects=live_chiller(
+                    power_w=self._power_of(i), energy_kwh=self._energy_of(i), rated_kw=d.rating_kw
+                ),
+            )
+            await device.start()
+            self._bacnet.append(device)
+
+    def _modbus_meters(self) -> list[SimDevice]:
+        """The grid incomers: Modbus meters on RS-485 behind a gateway, as on most sites."""
+        return [d for d in self.sim.devices if d.role == "grid_import"]
+
+    async def _start_modbus(self) -> None:
+        device_map = load_maps()[INCOMER_MAP]
+        meters = []
+        for unit, d in enumerate(self._modbus_meters(), start=1):
+            i = self._index(d.device, d.prefix)
+            live = {"total.power": self._power_of(i), "import.energy": self._energy_of(i)}
+            meters.append(LiveMeter(unit=unit, device_map=device_map, values=live))
+        self._modbus = ModbusMeterServer(meters, port=_free_port())
+        await self._modbus.start()
 
     async def _start_mqtt(self) -> None:
         self.mqtt_port = _free_port()
@@ -256,6 +313,32 @@ class DemoDevices:
                 "persistent_session": False,
             },
             {
+                "kind": "bacnet",
+                "name": "bacnet",
+                "local_address": "127.0.0.1:0",
+                "interval_s": self.interval_s,
+                "timeout_s": 1.0,
+                "devices": [
+                    {
+                        "name": device.name,
+                        "address": f"127.0.0.1:{device.port}",
+                        "device_id": device.device_id,
+                        "map": "chiller",
+                    }
+                    for device in self._bacnet
+                ],
+            },
+            {
+                "kind": "modbus",
+                "name": "modbus",
+                "buses": [{"name": "gateway-1", "host": "127.0.0.1", "port": self.modbus_port}],
+                "defaults": {"interval_s": self.interval_s, "jitter_s": 0.5, "timeout_s": 1.0},
+                "devices": [
+                    {"name": d.device, "unit": unit, "map": INCOMER_MAP}
+                    for unit, d in enumerate(self._modbus_meters(), start=1)
+                ],
+            },
+            {
                 "kind": "redfish",
                 "name": "redfish",
                 "interval_s": self.interval_s,
@@ -276,7 +359,11 @@ class DemoDevices:
         meters = []
         for meter in table["meters"]:
             role = meter["role"]
-            if role in ("grid_import", "onsite_renewable", "cooling", "other"):
+            if meter["device"].startswith("chiller-"):
+                meter["energy_point"], meter["power_point"] = "energy", "power"  # bacnet map
+            elif role == "grid_import":  # the DTSU666 map's points
+                meter["energy_point"], meter["power_point"] = "import.energy", "total.power"
+            elif role in ("grid_import", "onsite_renewable", "cooling", "other"):
                 meter["energy_point"], meter["power_point"] = "em0.total.energy", "em0.total.power"
             elif role == "it":
                 meter["energy_point"], meter["power_point"] = points["it"]
