@@ -129,7 +129,8 @@ class DemoView:
             devices = len(self.devices_by_source.get(source, ()))
             table.add_row(
                 f"readings via {source}",
-                f"{self.readings_by_source[source]:,} from {devices} devices",
+                f"{self.readings_by_source[source]:,} from {devices} "
+                f"device{'' if devices == 1 else 's'}",
             )
         total = sum(self.readings_by_source.values())
         table.add_row("readings/s", f"{total / elapsed:,.0f}")
@@ -178,6 +179,11 @@ def _stored_figures(store_root: Path, site: Site) -> dict[str, str]:
         "REF / green share (month)": _kpi_text(kpis, "month", "ref", 2),
         f"rule findings {month}": summary,
     }
+
+
+def _ports(ports: list[int]) -> str:
+    """``udp/39337,44716``, not a Python list."""
+    return ",".join(str(port) for port in ports)
 
 
 def demo_settings(
@@ -249,8 +255,8 @@ async def run_demo(
             f"({pdus} APC rPDU2 PDUs, 4 APC Smart-UPS), MQTT tcp/{devices.mqtt_port} "
             f"(Shelly Pro 3EM meters), Modbus tcp/{devices.modbus_port} (grid incomers, "
             "CHINT DTSU666), "
-            f"Redfish http/{devices.redfish_ports} (GPU server BMC), "
-            f"BACnet/IP udp/{devices.bacnet_ports} (chillers); "
+            f"Redfish http/{_ports(devices.redfish_ports)} (GPU server BMC), "
+            f"BACnet/IP udp/{_ports(devices.bacnet_ports)} (chillers); "
             f"{devices.wrap_device}'s 31-bit energy register wraps within the first minute"
         )
     else:

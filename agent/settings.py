@@ -15,7 +15,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
@@ -151,6 +151,9 @@ class ApiSettings(BaseModel):
         return self
 
 
+_Options = TypeVar("_Options", bound=BaseModel)
+
+
 class AgentSettings(BaseSettings):
     """Everything the agent is told at start-up."""
 
@@ -216,6 +219,19 @@ class AgentSettings(BaseSettings):
         if path.is_absolute() or self.config_path is None:
             return path
         return (self.config_path.parent / path).resolve()
+
+    def resolve_tls_files(self, options: _Options) -> _Options:
+        """``options`` with its TLS files resolved like every path of the config.
+
+        The MQTT and NATS connections share the fields ``ca_file``, ``client_cert_file``
+        and ``client_key_file``.
+        """
+        updates = {
+            key: self.resolve(getattr(options, key))
+            for key in ("ca_file", "client_cert_file", "client_key_file")
+            if getattr(options, key, None) is not None
+        }
+        return options.model_copy(update=updates)
 
     def policies_path(self) -> Path:
         """Where the operator's policy packs are read from (every reader uses this one)."""

@@ -410,12 +410,7 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> MqttSi
         parsed = MqttSinkOptions.model_validate(options)
     except ValidationError as exc:
         raise ConfigError(f"sinks.{name}: {validation_problems(exc)}") from exc
-    updates = {
-        key: settings.resolve(getattr(parsed, key))
-        for key in ("ca_file", "client_cert_file", "client_key_file")
-        if getattr(parsed, key) is not None
-    }
-    parsed = parsed.model_copy(update=updates)
+    parsed = settings.resolve_tls_files(parsed)
     password = None
     secrets: list[str] = []
     if parsed.password_secret is not None:

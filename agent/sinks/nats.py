@@ -121,8 +121,9 @@ class NatsSink:
                 delay = min(delay * 2, self.options.reconnect_max_s)
             finally:
                 if client is not None:
+                    # Bounded: a stop must not wait on a cluster that no longer answers.
                     with contextlib.suppress(Exception):
-                        await client.close()
+                        await asyncio.wait_for(client.close(), self.options.request_timeout_s)
 
     async def _follow(
         self, ctx: ConsumerContext, js: JetStreamContext, cursor: int, max_payload: int
@@ -183,12 +184,7 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> NatsSi
         parsed = NatsSinkOptions.model_validate(options)
     except ValidationError as exc:
         raise ConfigError(f"sinks.{name}: {validation_problems(exc)}") from exc
-    updates = {
-        key: settings.resolve(getattr(parsed, key))
-        for key in ("ca_file", "client_cert_file", "client_key_file")
-        if getattr(parsed, key) is not None
-    }
-    parsed = parsed.model_copy(update=updates)
+    parsed = settings.resolve_tls_files(parsed)
     credentials = Credentials.read(parsed, settings)
     return NatsSink(
         name=name,

@@ -32,6 +32,7 @@ from collectors.bacnet.errors import (
 )
 from collectors.bacnet.maps import DerivedPoint, MapPoint, ObjectMap, parse_object_id
 from collectors.bacnet.units import Conversion, UnitError, UnitTable
+from collectors.health import DeviceHealth
 
 __all__ = ["PROPERTIES", "QUICK_PROPERTIES", "DevicePoller", "PollResult", "quality_of"]
 
@@ -85,7 +86,7 @@ class PollResult:
     bad_values: int = 0
 
 
-class DevicePoller:
+class DevicePoller(DeviceHealth):
     """One device's objects, state and health; :meth:`poll` never raises for device errors."""
 
     def __init__(
@@ -117,8 +118,7 @@ class DevicePoller:
         self.full_every = full_every
         self.polls = 0
         self.rpm = True
-        self.failing = False
-        self._failing_since = 0.0
+        DeviceHealth.__init__(self)
         #: Points whose object failed (logged once when it starts and once when it clears).
         self.point_problems: dict[str, str] = {}
 
@@ -343,21 +343,12 @@ class DevicePoller:
         for exc in errors:
             metrics.POLL_FAILURES.labels(self.collector, self.device, exc.reason).inc()
         if request_failed:
-            if not self.failing:
-                self.failing = True
-                self._failing_since = time.monotonic()
-                _log.warning(
-                    "device failing",
-                    collector=self.collector,
-                    device=self.device,
-                    reason=request_failed[0].reason,
-                    error=str(request_failed[0]),
-                )
-        elif self.failing:
-            self.failing = False
-            _log.info(
-                "device recovered",
+            self.mark_failed(
+                _log,
                 collector=self.collector,
                 device=self.device,
-                failing_for_s=round(time.monotonic() - self._failing_since, 1),
+                reason=request_failed[0].reason,
+                error=str(request_failed[0]),
             )
+        else:
+            self.mark_recovered(_log, collector=self.collector, device=self.device)

@@ -27,6 +27,7 @@ from agent.logs import get_logger
 from agent.patterns import PatternError, expand_entry
 from agent.plugins import CollectorContext
 from agent.settings import AgentSettings, ConfigError, validation_problems
+from collectors.health import DeviceHealth
 from collectors.modbus.client import Bus, BusConfig, ModbusError, Transport
 from collectors.modbus.maps import DeviceMap, MapError, load_maps
 from collectors.modbus.plan import DevicePlan, ReadingBuffer, needs_split, poll_device
@@ -170,7 +171,7 @@ def _knob(device: DeviceOptions, defaults: _Polling, name: str) -> Any:
 
 
 @dataclass
-class _DeviceState:
+class _DeviceState(DeviceHealth):
     options: DeviceOptions
     bus: Bus
     plan: DevicePlan
@@ -180,8 +181,6 @@ class _DeviceState:
     timeout_s: float
     retries: int
     backoff_max_s: float
-    failing: bool = False
-    failed_polls: int = 0
     backoff_s: float = 0.0
     polls: int = 0
     finished: int = 0
@@ -357,15 +356,7 @@ class ModbusCollector:
                     continue
                 self._failed(collector, state, exc)
                 return False
-        if state.failing:
-            _log.info(
-                "device recovered",
-                collector=collector,
-                device=device,
-                failed_polls=state.failed_polls,
-            )
-            state.failing = False
-            state.failed_polls = 0
+        if state.mark_recovered(_log, collector=collector, device=device):
             state.backoff_s = 0.0
         if result.bad_values:
             metrics.READINGS_REJECTED.labels(collector, "modbus_bad_value").inc(result.bad_values)
@@ -379,16 +370,9 @@ class ModbusCollector:
             exc = ModbusError(f"internal error: {type(exc).__name__}")
         state.failures[exc.reason] += 1
         metrics.POLL_FAILURES.labels(collector, device, exc.reason).inc()
-        state.failed_polls += 1
-        if not state.failing:
-            state.failing = True
-            _log.warning(
-                "device failing",
-                collector=collector,
-                device=device,
-                reason=exc.reason,
-                error=str(exc),
-            )
+        state.mark_failed(
+            _log, collector=collector, device=device, reason=exc.reason, error=str(exc)
+        )
 
 
 def build(name: str, options: dict[str, Any], settings: AgentSettings) -> ModbusCollector:

@@ -41,7 +41,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import Field, ValidationError
 
-from agent.journal import decode_payload
+from agent.journal import Journal, decode_payload
 from agent.logs import get_logger
 from agent.plugins import CollectorContext
 from agent.readings import READING_SCHEMA, validate_batch
@@ -159,6 +159,7 @@ class NatsCollector:
 
     async def run(self, ctx: CollectorContext) -> None:
         """Hold (or wait for) the lease and consume until cancelled; reconnect with backoff."""
+        await asyncio.to_thread(self._reconcile, ctx.settings.journal_path)
         delay = self.options.reconnect_initial_s
         while True:
             client = None
@@ -188,11 +189,31 @@ class NatsCollector:
                     _log.warning("aggregator lease given up", collector=self.name)
                 self.active = False
                 if client is not None:
+                    # Bounded: a stop must not wait on a cluster that no longer answers.
+                    timeout_s = self.options.request_timeout_s
                     if lease is not None and lease.revision is not None:
                         with contextlib.suppress(Exception):
-                            await asyncio.shield(lease.release())
+                            await asyncio.wait_for(asyncio.shield(lease.release()), timeout_s)
                     with contextlib.suppress(Exception):
-                        await client.close()
+                        await asyncio.wait_for(client.close(), timeout_s)
+
+    def _reconcile(self, journal_path: Path) -> None:
+        """Take in what the local journal holds beyond the merge state's last commit.
+
+        The local journal is the truth: batches after the last one a commit recorded were
+        journalled by a page whose commit a crash prevented (or by another collector of
+        this host, whose points are not replayed from the stream).
+        """
+        if not journal_path.is_file():
+            return
+        journal = Journal(journal_path)
+        try:
+            after = self.state.recorded_local_seq()
+            frames = [b.frame for b in journal.iter_batches(after, kinds=("readings",))]
+        finally:
+            journal.close()
+        if frames:
+            self.state.take_journalled(pl.concat(frames))
 
     async def _serve(self, ctx: CollectorContext, js: JetStreamContext, lease: Lease) -> None:
         o = self.options
@@ -224,6 +245,10 @@ class NatsCollector:
                         msgs = await subscription.fetch(o.fetch_batches, timeout=o.fetch_wait_s)
                     except nats.errors.TimeoutError:
                         continue
+                    if not msgs:
+                        # nats-py can return an empty page (a 408 status the server sends
+                        # when the fetch's own expiry passes first, seen on a loaded host).
+                        continue
                     await self._handle(ctx, msgs)
                     if not lease.held:
                         break  # too late to ack: JetStream redelivers to the new holder
@@ -236,6 +261,12 @@ class NatsCollector:
 
     async def _keep(self, lease: Lease) -> bool:
         """Renew the lease when due; ``False`` once it is lost."""
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            # nats-py awaits replies with asyncio.wait_for, which on Python 3.11 drops a
+            # cancellation that arrives together with the reply: the task was told to stop,
+            # so stop here rather than fetch on (the agent would never shut down).
+            raise asyncio.CancelledError
         if lease.renew_due:
             return await lease.renew()
         return lease.held
@@ -266,6 +297,8 @@ class NatsCollector:
                     # Nothing more to deliver now (the rest aged out of the stream, or the
                     # end moved on): the durable consumer takes it from here.
                     break
+                if not msgs:
+                    break  # the same, as an empty page (see _serve)
                 await self._handle(ctx, msgs)
         finally:
             with contextlib.suppress(Exception):
@@ -375,12 +408,7 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> NatsCo
         parsed = NatsCollectorOptions.model_validate(options)
     except ValidationError as exc:
         raise ConfigError(f"collectors.{name}: {validation_problems(exc)}") from exc
-    updates = {
-        key: settings.resolve(getattr(parsed, key))
-        for key in ("ca_file", "client_cert_file", "client_key_file")
-        if getattr(parsed, key) is not None
-    }
-    parsed = parsed.model_copy(update=updates)
+    parsed = settings.resolve_tls_files(parsed)
     credentials = Credentials.read(parsed, settings)
     state_path = settings.state_dir / "nats" / name / "merge.sqlite"
     return NatsCollector(name=name, options=parsed, state_path=state_path, credentials=credentials)

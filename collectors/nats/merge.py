@@ -198,6 +198,25 @@ class MergeState:
         self.heads.update(heads)
         self._last = last
 
+    def recorded_local_seq(self) -> int:
+        """The newest local journal batch a commit recorded (0 before the first)."""
+        row = self._db.execute("SELECT MAX(local_seq) FROM provenance").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def take_journalled(self, readings: pl.DataFrame) -> None:
+        """Count readings already in the local journal as taken in.
+
+        A crash between the local journal's commit of a page and :meth:`commit` leaves
+        those readings journalled but the position behind: the page is replayed, and
+        without this its readings would be journalled twice. Once they are in
+        :attr:`last`, :func:`dedupe` drops them; the next commit persists it.
+        """
+        if readings.height == 0:
+            return
+        newest = readings.group_by(_KEY).agg(pl.col("ts").dt.epoch("us").max().alias("last_us"))
+        merged = pl.concat([self.last, newest.cast(_LAST_SCHEMA)])
+        self._last = merged.group_by(_KEY).agg(pl.col("last_us").max())
+
     def provenance(self) -> pl.DataFrame:
         """Every recorded (local journal batch, agent, first..last agent seq) row."""
         rows = self._db.execute(

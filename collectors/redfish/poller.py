@@ -9,6 +9,7 @@ import polars as pl
 
 from agent import metrics
 from agent.logs import get_logger
+from collectors.health import DeviceHealth
 from collectors.redfish.client import RedfishClient
 from collectors.redfish.discovery import discover
 from collectors.redfish.errors import (
@@ -26,7 +27,7 @@ __all__ = ["DevicePoller"]
 _log = get_logger("redfish")
 
 
-class DevicePoller:
+class DevicePoller(DeviceHealth):
     """One device's plan and health; :meth:`poll` never raises for device errors."""
 
     def __init__(
@@ -48,8 +49,7 @@ class DevicePoller:
         self.plan: PollPlan | None = None
         self.discovered_at = 0.0
         self.discoveries = 0
-        self.failing = False
-        self._failing_since = 0.0
+        DeviceHealth.__init__(self)
 
     async def poll(self) -> PollResult:
         """Read the device once; errors are returned (and logged on state changes)."""
@@ -107,20 +107,13 @@ class DevicePoller:
         if failures:
             reason = getattr(failures[0], "reason", "error")
             metrics.POLL_FAILURES.labels(self.collector, self.device, reason).inc()
-            if not self.failing:
-                self.failing = True
-                self._failing_since = time.monotonic()
-                _log.warning(
-                    "device failing",
-                    device=self.device,
-                    reason=reason,
-                    error=str(failures[0]),
-                    errors=len(failures),
-                )
-        elif self.failing:
-            self.failing = False
-            _log.info(
-                "device recovered",
+            self.mark_failed(
+                _log,
+                collector=self.collector,
                 device=self.device,
-                failing_for_s=round(time.monotonic() - self._failing_since, 1),
+                reason=reason,
+                error=str(failures[0]),
+                errors=len(failures),
             )
+        else:
+            self.mark_recovered(_log, collector=self.collector, device=self.device)

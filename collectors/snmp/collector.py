@@ -34,6 +34,7 @@ from agent.logs import get_logger
 from agent.patterns import expand_entry
 from agent.plugins import CollectorContext
 from agent.settings import AgentSettings, ConfigError, read_secret, validation_problems
+from collectors.health import DeviceHealth
 from collectors.snmp.client import (
     AuthProtocol,
     PrivProtocol,
@@ -347,7 +348,7 @@ async def resolve_plan(
 
 
 @dataclass
-class _DeviceState:
+class _DeviceState(DeviceHealth):
     options: DeviceOptions
     session: Session
     interval_s: float
@@ -357,9 +358,6 @@ class _DeviceState:
     bulk: bool
     max_oids_per_pdu: int
     poller: Poller | None = None
-    failing: bool = False
-    #: Answered at least once: until then a device polls in the failing pool too.
-    failed_polls: int = 0
     backoff_s: float = 0.0
     polls: int = 0
     #: Polls that finished (successfully or not).
@@ -567,26 +565,11 @@ class SnmpCollector:
                 _log.exception("poll crashed", collector=ctx.name, device=device)
                 exc = SnmpError(f"internal error: {type(exc).__name__}")
             metrics.POLL_FAILURES.labels(ctx.name, device, exc.reason).inc()
-            state.failed_polls += 1
-            if not state.failing:
-                state.failing = True
-                _log.warning(
-                    "device failing",
-                    collector=ctx.name,
-                    device=device,
-                    reason=exc.reason,
-                    error=str(exc),
-                )
-            return False
-        if state.failing:
-            _log.info(
-                "device recovered",
-                collector=ctx.name,
-                device=device,
-                failed_polls=state.failed_polls,
+            state.mark_failed(
+                _log, collector=ctx.name, device=device, reason=exc.reason, error=str(exc)
             )
-            state.failing = False
-            state.failed_polls = 0
+            return False
+        if state.mark_recovered(_log, collector=ctx.name, device=device):
             state.backoff_s = 0.0
         if result.bad_values or result.bad_index:
             metrics.READINGS_REJECTED.labels(ctx.name, "snmp_bad_value").inc(

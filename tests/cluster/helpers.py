@@ -82,7 +82,15 @@ class RunningAgent:
         return journal.cursor("aggregator") == journal.head[0]
 
     async def wait_killed(self) -> None:
-        """Wait until a killed agent's task has ended."""
+        """Wait until a killed agent's task has ended.
+
+        A SIGKILL cannot be ignored; a cancellation can be lost (asyncio.wait_for on Python
+        3.11, inside nats-py, drops one that arrives together with a reply), so the kill is
+        repeated until the task has ended, as a kill would end the process.
+        """
+        while not self.task.done():
+            await asyncio.wait({self.task}, timeout=1.0)
+            self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
 
 
