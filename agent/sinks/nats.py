@@ -40,6 +40,7 @@ from collectors.nats.link import (
     connect,
     encode_headers,
     ensure_stream,
+    raise_if_cancelled,
     translate,
 )
 
@@ -109,6 +110,7 @@ class NatsSink:
                 cursor = await self._follow(ctx, js, cursor, client.max_payload)
                 return
             except _LINK_ERRORS as exc:
+                raise_if_cancelled()
                 SINK_FAILURES.labels(self.name, "nats").inc()
                 self.health.raise_alarm(
                     "unavailable",
@@ -156,6 +158,7 @@ class NatsSink:
             ctx.new_data.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ctx.new_data.wait(), timeout=1.0)
+            raise_if_cancelled()  # a kill that met the timeout above came out as TimeoutError
 
 
 def _check_sizes(page: list[RawBatch], max_payload: int) -> None:

@@ -55,6 +55,7 @@ from collectors.nats.link import (
     connect,
     ensure_stream,
     parse_message,
+    raise_if_cancelled,
     translate,
 )
 from collectors.nats.merge import NEWEST_SCHEMA, MergeState, dedupe
@@ -181,6 +182,7 @@ class NatsCollector:
                 delay = self.options.reconnect_initial_s
                 await self._serve(ctx, js, lease)
             except _LINK_ERRORS as exc:
+                raise_if_cancelled()
                 self._fail(exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.options.reconnect_max_s)
@@ -218,6 +220,7 @@ class NatsCollector:
     async def _serve(self, ctx: CollectorContext, js: JetStreamContext, lease: Lease) -> None:
         o = self.options
         while True:
+            raise_if_cancelled()
             if not await lease.acquire():
                 await asyncio.sleep(o.lease_ttl_s / 5)
                 continue
@@ -261,12 +264,7 @@ class NatsCollector:
 
     async def _keep(self, lease: Lease) -> bool:
         """Renew the lease when due; ``False`` once it is lost."""
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            # nats-py awaits replies with asyncio.wait_for, which on Python 3.11 drops a
-            # cancellation that arrives together with the reply: the task was told to stop,
-            # so stop here rather than fetch on (the agent would never shut down).
-            raise asyncio.CancelledError
+        raise_if_cancelled()
         if lease.renew_due:
             return await lease.renew()
         return lease.held

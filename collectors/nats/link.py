@@ -13,6 +13,7 @@ wire format of one journal batch on the stream:
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = [
     "encode_headers",
     "ensure_stream",
     "parse_message",
+    "raise_if_cancelled",
     "translate",
 ]
 
@@ -301,3 +303,16 @@ async def ensure_stream(js: JetStreamContext, options: NatsLinkOptions) -> None:
         await js.add_stream(config)
     except nats.js.errors.BadRequestError:
         await js.stream_info(options.stream)  # created concurrently by another agent
+
+
+def raise_if_cancelled() -> None:
+    """Raise ``CancelledError`` if the running task was told to stop.
+
+    nats-py awaits replies with ``asyncio.wait_for``, which on Python 3.11 turns a
+    cancellation that arrives together with its timeout into a ``TimeoutError``: without
+    this check a stopping collector or sink takes it for a link error and reconnects,
+    and the agent never stops. Called wherever a link error is handled, and in loops.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
