@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["DeviceHealth"]
+__all__ = ["DeviceHealth", "next_poll_slot"]
 
 
 @dataclass(kw_only=True, eq=False, repr=False)
@@ -76,3 +76,34 @@ class DeviceHealth:
         self.failing = False
         self.failed_polls = 0
         return True
+
+
+def next_poll_slot(
+    slot: float,
+    now: float,
+    interval_s: float,
+    *,
+    ok: bool,
+    backoff_s: float,
+    backoff_max_s: float,
+) -> tuple[float, float]:
+    """When a device polls next, and its backoff, after a poll that ended at ``now``.
+
+    A good poll keeps the device's phase: the next slot is one interval on, and whole
+    intervals missed (a slow line, an overloaded host) are skipped rather than run in a
+    burst. A failed poll backs off exponentially from one interval up to ``backoff_max_s``.
+
+    Returns:
+        ``(next slot, backoff_s)``; the backoff is unchanged after a good poll (recovery
+        resets it where the collector logs it).
+    """
+    if ok:
+        slot += interval_s
+        if slot < now - interval_s:
+            slot += ((now - slot) // interval_s) * interval_s
+        return slot, backoff_s
+    backoff_s = min(
+        max(interval_s, backoff_s * 2) if backoff_s else interval_s,
+        max(interval_s, backoff_max_s),
+    )
+    return now + backoff_s, backoff_s

@@ -27,7 +27,7 @@ from agent.logs import get_logger
 from agent.patterns import PatternError, expand_entry
 from agent.plugins import CollectorContext
 from agent.settings import AgentSettings, ConfigError, validation_problems
-from collectors.health import DeviceHealth
+from collectors.health import DeviceHealth, next_poll_slot
 from collectors.modbus.client import Bus, BusConfig, ModbusError, Transport
 from collectors.modbus.maps import DeviceMap, MapError, load_maps
 from collectors.modbus.plan import DevicePlan, ReadingBuffer, needs_split, poll_device
@@ -307,16 +307,14 @@ class ModbusCollector:
             if ok:
                 metrics.POLL_SECONDS.labels(ctx.name).observe(now - started)
                 state.max_poll_s = max(state.max_poll_s, now - started)
-                slot += interval
-                if slot < now - interval:
-                    # A whole interval behind (a slow line): skip missed slots, keep phase.
-                    slot += ((now - slot) // interval) * interval
-            else:
-                state.backoff_s = min(
-                    max(interval, state.backoff_s * 2) if state.backoff_s else interval,
-                    max(interval, state.backoff_max_s),
-                )
-                slot = now + state.backoff_s
+            slot, state.backoff_s = next_poll_slot(
+                slot,
+                now,
+                interval,
+                ok=ok,
+                backoff_s=state.backoff_s,
+                backoff_max_s=state.backoff_max_s,
+            )
 
     async def poll_once(self, collector: str, state: _DeviceState) -> bool:
         """Poll one device once (with its retries); logs and counts a failure.

@@ -34,7 +34,7 @@ from agent.logs import get_logger
 from agent.patterns import expand_entry
 from agent.plugins import CollectorContext
 from agent.settings import AgentSettings, ConfigError, read_secret, validation_problems
-from collectors.health import DeviceHealth
+from collectors.health import DeviceHealth, next_poll_slot
 from collectors.snmp.client import (
     AuthProtocol,
     PrivProtocol,
@@ -519,16 +519,14 @@ class SnmpCollector:
             now = loop.time()
             if ok:
                 metrics.POLL_SECONDS.labels(ctx.name).observe(now - started)
-                slot += interval
-                if slot < now - interval:
-                    # We fell a whole interval behind (overload): skip missed slots, keep phase.
-                    slot += ((now - slot) // interval) * interval
-            else:
-                state.backoff_s = min(
-                    max(interval, state.backoff_s * 2) if state.backoff_s else interval,
-                    max(interval, state.backoff_max_s),
-                )
-                slot = now + state.backoff_s
+            slot, state.backoff_s = next_poll_slot(
+                slot,
+                now,
+                interval,
+                ok=ok,
+                backoff_s=state.backoff_s,
+                backoff_max_s=state.backoff_max_s,
+            )
 
     async def _poll_once(self, ctx: CollectorContext, state: _DeviceState) -> bool:
         device = state.options.name
