@@ -83,6 +83,8 @@ class Agent:
     #: Running collector supervisors by name (SIGHUP reload adds and removes entries).
     collector_tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
     _group: asyncio.TaskGroup | None = field(default=None, init=False)
+    #: Set once the journal writer has ended: nothing queued after that is ever committed.
+    _writer_gone: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         self._queue = asyncio.Queue(maxsize=self.settings.journal.queue_batches)
@@ -224,13 +226,33 @@ class Agent:
             raise
         if batch.height == 0:
             return None
+        _raise_if_cancelled()
+        if self._writer_gone:
+            raise _writer_stopped()
         done: asyncio.Future[AppendResult | None] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(batch, source, done))
+        if self._writer_gone and not done.done():
+            # The writer ended while we waited for room; it drained the queue before this
+            # put, so nobody will ever commit this batch.
+            raise _writer_stopped()
         return await done
 
     # -- the writer ---------------------------------------------------------------------------
 
     async def _writer(self) -> None:
+        try:
+            await self._write_until_sentinel()
+        finally:
+            # Cancelled (the agent's task was killed) or ended: no batch still queued will be
+            # committed, so its collector must not wait for it. Synchronous, so no put can
+            # slip in between the flag and the drain.
+            self._writer_gone = True
+            while not self._queue.empty():
+                pending = self._queue.get_nowait()
+                if pending is not None and not pending.done.done():
+                    pending.done.cancel()
+
+    async def _write_until_sentinel(self) -> None:
         limit = self.settings.journal.max_batch_rows
         finished = False
         while not finished:
@@ -264,6 +286,13 @@ class Agent:
                         )
                     )
                 break
+            except asyncio.CancelledError:
+                # The writer is being killed mid-commit: the group's outcome is unknown, so
+                # none of it is acknowledged (its collectors' awaits end, they do not park).
+                for pending in group:
+                    if not pending.done.done():
+                        pending.done.cancel()
+                raise
             except JournalFullError as exc:
                 results = [None] * len(group)
                 await self._record_gaps(group, str(exc))
@@ -321,6 +350,25 @@ class Agent:
             readings=sum(p.batch.height for p in group),
             reason=reason,
         )
+
+
+def _raise_if_cancelled() -> None:
+    """Raise ``CancelledError`` if the calling task was told to stop.
+
+    A library can swallow a cancellation: on Python 3.11, ``asyncio.wait_for`` returns
+    the inner result when it completes at the moment the cancel arrives, and the task's
+    ``cancelling()`` count is all that is left of it. A collector that then emits would
+    park in :meth:`Agent.submit` behind a writer that is already gone, and a TaskGroup
+    that is already aborting never cancels it again. Every collector emits, so this is
+    the one place that turns the lost cancellation back into a stop.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _writer_stopped() -> JournalError:
+    return JournalError("the journal writer has stopped: this batch was not committed")
 
 
 @dataclass
