@@ -394,8 +394,13 @@ class Aggregator:
         retry_s = _STORAGE_RETRY_FIRST_S
         try:
             while True:
+                read_ahead = ahead is not None
                 page = await (ahead or asyncio.to_thread(ctx.journal.read, seq, limit=limit))
                 ahead = None
+                if not page and read_ahead:
+                    # Read while the previous page was aggregated, perhaps before the last
+                    # commit (and the stop that followed it): look again before deciding.
+                    continue
                 if page:
                     ahead = asyncio.ensure_future(
                         asyncio.to_thread(ctx.journal.read, page[-1].seq, limit=limit)
