@@ -93,7 +93,8 @@ class RunningAgent:
         if not self.task.done():
             parked = []
             for task in asyncio.all_tasks():
-                chain, coro = [], task.get_coro()
+                chain: list[str] = []
+                coro: Any = task.get_coro()
                 while coro is not None and hasattr(coro, "cr_frame"):
                     if coro.cr_frame is not None:
                         chain.append(f"{coro.cr_frame.f_code.co_filename}:{coro.cr_frame.f_lineno}")
