@@ -55,6 +55,8 @@ SINK_KINDS: dict[str, str] = {
     "influxdb": "agent.sinks.influxdb",
     "mqtt": "agent.sinks.mqtt",
     "nats": "agent.sinks.nats",
+    #: The site's KPI summary into the fleet's NATS KV bucket (docs/cluster.md, Fleet).
+    "fleet": "agent.fleet",
 }
 
 

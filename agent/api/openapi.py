@@ -153,6 +153,46 @@ _SCHEMAS: dict[str, Any] = {
             "kpis": {"type": "array", "items": {"$ref": "#/components/schemas/KpiRow"}},
         },
     },
+    "FleetRow": {
+        "type": "object",
+        "description": "One site's latest summary in the fleet bucket (docs/cluster.md, Fleet).",
+        "required": [
+            "site",
+            "month",
+            "pue_month",
+            "coverage_month",
+            "pue_ttm",
+            "ref_month",
+            "ref_ttm",
+            "age_s",
+            "stale",
+            "signature",
+        ],
+        "properties": {
+            "site": {"type": "string"},
+            "name": _STRING_OR_NULL,
+            "month": {**_STRING_OR_NULL, "description": "The newest local month, YYYY-MM."},
+            "category": {"type": "integer", "nullable": True},
+            "pue_month": _NUMBER_OR_NULL,
+            "pue_month_status": _STRING_OR_NULL,
+            "coverage_month": _NUMBER_OR_NULL,
+            "pue_ttm": _NUMBER_OR_NULL,
+            "pue_ttm_status": _STRING_OR_NULL,
+            "coverage_ttm": _NUMBER_OR_NULL,
+            "ref_month": _NUMBER_OR_NULL,
+            "ref_ttm": _NUMBER_OR_NULL,
+            "cue_month": _NUMBER_OR_NULL,
+            "cue_ttm": _NUMBER_OR_NULL,
+            "computed_at": {**_STRING_OR_NULL, "format": "date-time"},
+            "published_at": {**_STRING_OR_NULL, "format": "date-time"},
+            "age_s": {**_NUMBER_OR_NULL, "description": "Seconds since published."},
+            "stale": {"type": "boolean"},
+            "signature": {"type": "string", "enum": ["valid", "unsigned", "INVALID"]},
+            "signature_detail": {"type": "string"},
+            "key_fingerprint": _STRING_OR_NULL,
+            "agent_version": _STRING_OR_NULL,
+        },
+    },
     "FindingList": {
         "type": "object",
         "required": ["site", "period", "findings"],
@@ -454,6 +494,31 @@ def openapi_document() -> dict[str, Any]:
             "hour and the next 24 (forecast method stated in the body).",
             {"200": _json("GreenWindow"), "503": unavailable},
             roles=("ops", "auditor"),
+        ),
+        "/api/v1/fleet": _get(
+            "Every site's PUE, REF and coverage as last published to the fleet's NATS KV "
+            "bucket, with age, staleness and signature status (same rows as "
+            "`pue-agent kpi --fleet --json`).",
+            {
+                "200": _content(
+                    "application/json",
+                    {"type": "array", "items": {"$ref": "#/components/schemas/FleetRow"}},
+                ),
+                "400": _error("Bad stale_after_s."),
+                "404": _error("No NATS configured for the fleet on this agent."),
+                "503": _error("NATS unreachable or refused, or bad fleet options."),
+            },
+            roles=("ops", "auditor"),
+            parameters=[
+                {
+                    "name": "stale_after_s",
+                    "in": "query",
+                    "required": False,
+                    "description": "Seconds after which a summary is stale "
+                    "(default: the sink's, or twice the site's heartbeat).",
+                    "schema": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
+                }
+            ],
         ),
         "/api/v1/findings": _get(
             "Policy findings for a month (rules engine over the stored KPIs).",

@@ -37,12 +37,14 @@ from agent.api.sources import (
     report_path,
     stored_kpis,
 )
+from agent.fleet import FleetNotConfiguredError, fleet_list
 from agent.kpi.green_window import GreenWindowUnavailableError, green_window_for
 from agent.logs import get_logger
 from agent.periods import MONTH_RE, PERIOD_RE
 from agent.pipeline import Agent
 from agent.schemas import PeriodKind
 from agent.settings import ConfigError, secrets_dirs
+from collectors.nats.link import LinkError
 
 
 class Readiness(Protocol):
@@ -52,6 +54,7 @@ class Readiness(Protocol):
     def ready(self) -> bool:
         """True from READY=1 until the agent is asked to stop."""
         ...
+
 
 __all__ = ["AUTH_FAILURES", "ROUTE_ROLES", "ApiServer"]
 
@@ -78,6 +81,7 @@ ROUTE_ROLES: dict[str, frozenset[Role]] = {
     "/api/v1/kpi": _KPI_READERS,
     "/api/v1/findings": _OPS,
     "/api/v1/green-window": _KPI_READERS,
+    "/api/v1/fleet": _KPI_READERS,
     "/api/v1/reports/{month}": _KPI_READERS,
     # The web console (agent/api/console.py): its page is public, its data is not.
     **CONSOLE_ROUTE_ROLES,
@@ -170,6 +174,7 @@ class ApiServer:
         app.router.add_get("/api/v1/kpi", self._kpi_period)
         app.router.add_get("/api/v1/findings", self._findings)
         app.router.add_get("/api/v1/green-window", self._green_window)
+        app.router.add_get("/api/v1/fleet", self._fleet)
         app.router.add_get("/api/v1/reports/{month}", self._report)
         self.console = Console(
             self.agent,
@@ -386,6 +391,27 @@ class ApiServer:
         except GreenWindowUnavailableError as exc:
             return _error(503, str(exc))
         return web.json_response(window.to_json())
+
+    async def _fleet(self, request: web.Request) -> web.Response:
+        """Every site's summary from the fleet bucket: the rows of ``kpi --fleet --json``."""
+        stale_after_s: float | None = None
+        raw = request.query.get("stale_after_s")
+        if raw is not None:
+            try:
+                stale_after_s = float(raw)
+            except ValueError:
+                stale_after_s = -1.0
+            if not math.isfinite(stale_after_s) or stale_after_s <= 0:
+                return _error(400, "stale_after_s must be a positive number of seconds")
+        try:
+            rows = await fleet_list(self.agent.settings, stale_after_s=stale_after_s)
+        except FleetNotConfiguredError as exc:
+            return _error(404, str(exc))
+        except ConfigError as exc:
+            return _error(503, str(exc))
+        except LinkError as exc:
+            return _error(503, f"fleet: {exc}")
+        return web.json_response(rows)
 
     async def _findings(self, request: web.Request) -> web.Response:
         period = request.query.get("period", "")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import math
 from typing import Annotated
 
 import polars as pl
@@ -42,15 +44,62 @@ def _hourly_summary(shown: pl.DataFrame) -> dict[str, dict[str, float | None]]:
     }
 
 
+#: ``--fleet`` is in its own module, loaded by name when asked for, like every command
+#: (:data:`agent.cli.COMMANDS`): reading the fleet needs nats-py, which ``pue-agent kpi
+#: --period`` (and ``kpi --help``) must not load (``tests/foundation/test_cli_lazy.py``).
+_FLEET = ("agent.cli.fleet", "show_fleet")
+
+
 def kpi(
-    period: Annotated[str, typer.Option("--period", help="Local month, YYYY-MM.")],
+    period: Annotated[
+        str | None, typer.Option("--period", help="Local month, YYYY-MM (not with --fleet).")
+    ] = None,
     as_json: JsonOption = False,
     threshold: Annotated[float, typer.Option("--coverage-threshold", min=0.0, max=1.0)] = 0.95,
     config: ConfigOption = None,
     state_dir: StateDirOption = None,
+    fleet: Annotated[
+        bool,
+        typer.Option("--fleet", help="Every site's latest summary from the fleet's NATS bucket."),
+    ] = False,
+    nats_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--nats-url", help="With --fleet: NATS server URL(s) instead of the config's."
+        ),
+    ] = None,
+    stale_after: Annotated[
+        float | None,
+        typer.Option(
+            "--stale-after",
+            help="With --fleet: seconds after which a summary is stale (default 2 x heartbeat).",
+        ),
+    ] = None,
+    trust: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust",
+            help="With --fleet: SITE=KEY, the site's public key (PEM file, hex or base64); "
+            "repeatable, over trusted_keys of the config.",
+        ),
+    ] = None,
 ) -> None:
-    """Compute and print the month's PUE (interim), TTM PUE (annual), REF, CUE and more."""
+    """Compute and print the month's PUE (interim), TTM PUE (annual), REF, CUE and more.
+
+    With ``--fleet``: every site's PUE, REF and coverage as the sites last published them.
+    """
     settings = settings_or_exit(config, state_dir)
+    if fleet:
+        if period is not None:
+            raise fail("--fleet lists each site's newest month: leave out --period")
+        if stale_after is not None and not (0 < stale_after < math.inf):
+            raise fail("--stale-after must be a positive number of seconds")
+        module, attribute = _FLEET
+        show = getattr(importlib.import_module(module), attribute)
+        show(settings, as_json, nats_url or None, stale_after, trust or [])
+        return
+    if period is None:
+        raise fail("--period YYYY-MM is required (or --fleet)")
     site = site_or_exit(settings, needed_for="nothing to compute")
     try:
         ledger = GreenLedger(settings.green_ledger_path())
@@ -84,8 +133,7 @@ def kpi(
         )
         return
     out.print(
-        f"site {site.id} — {period} (category {site.pue_category}; "
-        "month = interim, ttm = annual)"
+        f"site {site.id} — {period} (category {site.pue_category}; month = interim, ttm = annual)"
     )
     for row in shown.iter_rows(named=True):
         value = (

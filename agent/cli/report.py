@@ -81,7 +81,13 @@ def verify_report(
         typer.Option(help="Signer's public key: PEM file, or the raw key in hex/base64."),
     ] = None,
     journal: Annotated[
-        Path | None, typer.Option(help="The site's journal, to re-derive intervals from raw data.")
+        list[Path] | None,
+        typer.Option(
+            metavar="PATH",
+            help="The site's journal, to re-derive intervals from raw data. Repeat it for a "
+            "site fed over NATS: the first is the site aggregator's journal, each further one "
+            "a publishing agent's (recognised by its chain hashes in journal.json).",
+        ),
     ] = None,
 ) -> None:
     """Check a bundle's signature, hashes and every KPI; exit 1 naming the first mismatch."""
@@ -95,7 +101,14 @@ def verify_report(
             soft_wrap=True,
         )
 
-    result = verify_bundle(bundle, pubkey=pubkey, journal=journal, on_check=show)
+    journals = journal or []
+    result = verify_bundle(
+        bundle,
+        pubkey=pubkey,
+        journal=journals[0] if journals else None,
+        agent_journals=journals[1:],
+        on_check=show,
+    )
     failure = result.first_failure
     if failure is not None:
         message = f"bundle INVALID: {failure.name}: {failure.detail}"

@@ -495,7 +495,12 @@ def build_bundle(
         events=events,
         events_total=events_total,
         findings=findings,
-        journal=request.journal if request.journal and request.journal.get("available") else None,
+        journal=(
+            request.journal
+            if request.journal
+            and (request.journal.get("available") or request.journal.get("agents"))
+            else None
+        ),
         fingerprint=key.fingerprint,
         kpi_engine=KPI_ENGINE,
         breakdown=breakdown,

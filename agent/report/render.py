@@ -584,10 +584,46 @@ def render_html(data: ReportData, lang: Lang) -> str:
         "kpi_engine": data.kpi_engine,
         "font_note": t["font"].format(font=f"{font_family} ({Path(font_file).name}, SIL OFL 1.1)"),
         "journal": data.journal,
+        "publisher_gap_batches": _gap_batches(data.journal),
         "fingerprint": data.fingerprint,
         "agent_version": _agent_version(),
     }
     return _environment().get_template("report.html.j2").render(context)
+
+
+def _gap_batches(journal: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Publishers' gap records one row per gap batch (``journal.json`` lists them per device).
+
+    A campus gap can name thousands of devices; the page shows each refused batch once
+    with its device count, and ``journal.json`` keeps every device's row.
+    """
+    rows = (journal or {}).get("publisher_gaps") or []
+    batches: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in rows:
+        key = (str(row["agent"]), int(row["seq"]))
+        first, last = _utc_seconds(row["first_ts"]), _utc_seconds(row["last_ts"])
+        found = batches.get(key)
+        if found is None:
+            batches[key] = {
+                "agent": key[0],
+                "seq": key[1],
+                "devices": 1,
+                "first_ts": first,
+                "last_ts": last,
+                "readings": int(row["readings"]),
+                "reason": row["reason"],
+            }
+            continue
+        found["devices"] += 1
+        found["first_ts"] = min(found["first_ts"], first)
+        found["last_ts"] = max(found["last_ts"], last)
+        found["readings"] += int(row["readings"])
+    return [batches[k] for k in sorted(batches)]
+
+
+def _utc_seconds(stamp: str) -> str:
+    """``2026-11-02T08:00:20.000000Z`` as ``2026-11-02 08:00:20 UTC`` (sorts the same)."""
+    return stamp[:19].replace("T", " ") + " UTC"
 
 
 def render_pdf(html: str, target: Path) -> None:

@@ -8,8 +8,9 @@ the operator's policy packs go into :func:`agent.report.bundle.build_bundle`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
@@ -25,16 +26,38 @@ from agent.report.bundle import (
     build_bundle,
 )
 from agent.report.render import FontError
-from agent.report.sources import journal_summary, month_intervals, read_history
+from agent.report.sources import agent_chains, journal_summary, month_intervals, read_history
 from agent.settings import AgentSettings
 from agent.site import load_site_for
 from agent.store import IntervalStore
+from collectors.nats.merge import DEFAULT_DEDUPE_WINDOW_S, state_file
 
 __all__ = ["ReportError", "run_report"]
 
 
 class ReportError(RuntimeError):
     """The report cannot be built (the message says why)."""
+
+
+def _agent_chains(settings: AgentSettings, start: datetime, end: datetime) -> dict[str, Any] | None:
+    """The publishing agents' chains, when ``nats`` collectors feed this site's journal."""
+    entries = [
+        (entry.name or f"{entry.kind}-{i}", entry.options())
+        for i, entry in enumerate(settings.collectors)
+        if entry.enabled and entry.kind == "nats"
+    ]
+    if not entries:
+        return None
+    windows = {
+        float(options.get("dedupe_window_s", DEFAULT_DEDUPE_WINDOW_S)) for _, options in entries
+    }
+    return agent_chains(
+        [state_file(settings.state_dir, name) for name, _ in entries],
+        start,
+        end,
+        # Several collectors with different windows: the widest is what dropped most.
+        dedupe_window_s=max(windows),
+    )
 
 
 def run_report(
@@ -75,6 +98,10 @@ def run_report(
         if settings.journal_path.is_file()
         else None
     )
+    chains = _agent_chains(settings, start, end)
+    if chains is not None:
+        # A site aggregator fed by publishing agents: their chains are part of the custody.
+        journal = {**(journal or {"available": False}), **chains}
     try:
         # The ledger `pue-agent green` keeps, as `kpi` and the live findings read it,
         # unless the caller names a file.

@@ -24,8 +24,16 @@ from agent.periods import utc_months
 from agent.schemas import INTERVAL_SCHEMA
 from agent.site import Site
 from agent.store import IntervalStore, dedupe_parts
+from collectors.nats.merge import (
+    chain_breaks,
+    merge_order,
+    month_contributions,
+    publisher_gaps,
+    received_in,
+)
 
 __all__ = [
+    "agent_chains",
     "batch_hashes",
     "journal_summary",
     "month_intervals",
@@ -273,6 +281,99 @@ def journal_summary(path: Path, start: datetime, end: datetime) -> dict[str, Any
         "gap_batches": int(gaps),
         "head_seq": int(meta.get("head_seq", last_seq)),
         "head_hash": str(meta.get("head_hash", hashes[last_seq][1])),
+    }
+
+
+def _runs(values: pl.Series) -> list[list[int]]:
+    """Sorted distinct integers as ``[first, last]`` runs of consecutive values."""
+    unique = values.drop_nulls().unique().sort()
+    if unique.len() == 0:
+        return []
+    runs = (
+        pl.DataFrame({"v": unique})
+        .with_columns((pl.col("v").diff() != 1).fill_null(True).cum_sum().alias("run"))
+        .group_by("run", maintain_order=True)
+        .agg(pl.col("v").min().alias("lo"), pl.col("v").max().alias("hi"))
+    )
+    return [[int(lo), int(hi)] for lo, hi in runs.select("lo", "hi").iter_rows()]
+
+
+def _missing(seqs: pl.Series) -> list[list[int]]:
+    """``[first, last]`` runs of the integers absent between a sorted series' ends."""
+    frame = pl.DataFrame({"seq": seqs.sort()}).with_columns(pl.col("seq").shift(1).alias("prev"))
+    holes = frame.filter(pl.col("seq") - pl.col("prev") > 1)
+    return [[int(prev) + 1, int(seq) - 1] for seq, prev in holes.iter_rows()]
+
+
+def agent_chains(
+    state_files: Iterable[Path], start: datetime, end: datetime, *, dedupe_window_s: float
+) -> dict[str, Any] | None:
+    """Every publishing agent's chain for ``[start, end)``, from the site's merge state.
+
+    For each agent whose batches the ``nats`` collector took in (``received`` in
+    :mod:`collectors.nats.merge`) on the pages that merged data of the period
+    (:func:`~collectors.nats.merge.received_in`): its first and last such batch (seq
+    and chain hashes), the counts of those holding data of the period, the seqs it
+    never took in between (``missing``), the local journal batches holding the merged
+    readings (``local_seqs``, as runs), the stream seqs and the chain problems
+    recorded; the order those pages merged the reading batches in (``merge_pages``,
+    :func:`~collectors.nats.merge.merge_order`: what ``verify`` replays); plus the rows
+    of the publishers' gap batches overlapping the period. ``None`` when no state file
+    has any (a site without publishing agents).
+
+    Args:
+        state_files: The merge state file of each ``nats`` collector of the site.
+        start: Period start (UTC).
+        end: Period end (UTC).
+        dedupe_window_s: The collectors' de-duplication window (for the re-merge).
+    """
+    lo, hi = int(start.timestamp() * 1e6), int(end.timestamp() * 1e6)
+    paths = [p for p in state_files if p.is_file()]
+    if not paths:
+        return None
+    window_us = round(dedupe_window_s * 1e6)
+    per_file = [received_in(p, lo, hi, window_us=window_us) for p in paths]
+    received = pl.concat(per_file)
+    gaps = pl.concat([publisher_gaps(p, lo, hi) for p in paths])
+    breaks = [b for p in paths for b in chain_breaks(p)]
+    if received.height == 0 and gaps.height == 0:
+        return None
+    agents: list[dict[str, Any]] = []
+    counts = month_contributions(received)
+    for row in counts.iter_rows(named=True):
+        rows = received.filter(pl.col("agent") == row["agent"])
+        first = rows.filter(pl.col("seq") == row["first_seq"]).row(0, named=True)
+        last = rows.filter(pl.col("seq") == row["last_seq"]).row(0, named=True)
+        refused = gaps.filter(pl.col("agent") == row["agent"])["readings"].sum()
+        agents.append(
+            {
+                **row,
+                "gap_readings": int(refused),
+                "first_prev_hash": bytes(first["prev_hash"]).hex(),
+                "first_hash": bytes(first["hash"]).hex(),
+                "last_hash": bytes(last["hash"]).hex(),
+                "missing": _missing(rows["seq"]),
+                "local_seqs": _runs(rows["local_seq"]),
+                "stream_seqs": [int(rows["stream_seq"].min()), int(rows["stream_seq"].max())],  # type: ignore[arg-type]
+                "breaks": [
+                    {"seq": seq, "problem": problem}
+                    for _, agent, seq, problem in breaks
+                    if agent == row["agent"] and row["first_seq"] <= seq <= row["last_seq"]
+                ],
+            }
+        )
+    names = [str(a["agent"]) for a in agents]
+    return {
+        "dedupe_window_s": dedupe_window_s,
+        "agents": agents,
+        # One collector's pages after the other's: exact for one ``nats`` collector per
+        # host (the documented deployment) and for several whose agents share no point.
+        "merge_pages": ";".join(
+            order for order in (merge_order(frame, names) for frame in per_file) if order
+        ),
+        "publisher_gaps": gaps.with_columns(
+            pl.col("first_ts", "last_ts").dt.strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        ).to_dicts(),
     }
 
 

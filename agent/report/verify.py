@@ -12,7 +12,14 @@ Checks, in order, stopping at the first failure (which it names):
    with the KPI engine the bundle names and compared;
 6. with ``--journal``: the journal's chain verifies, the batches named in
    ``journal.json`` carry the recorded hashes, and the interval rows re-derived
-   from those raw readings match the bundled ones.
+   from those raw readings match the bundled ones;
+7. for a site fed by publishing agents over NATS (``journal.json`` lists their
+   chains), with each agent's journal given: its chain verifies end to end, its first
+   and last batch of the month carry the recorded hashes, and the intervals re-derived
+   from all agents' readings, merged page by page in the order the aggregator merged
+   them (``merge_pages``; :func:`collectors.nats.merge.replay`, the aggregator's own
+   de-duplication), match the bundled ones. Agents whose journal is not given are
+   named as not checked.
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import sqlite3
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -32,11 +40,13 @@ import polars as pl
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.energy import EnergyConfig, interval_energy
 from agent.energy.silence import describe_silences
-from agent.journal import Journal
+from agent.journal import Journal, chain_hash
 from agent.keys import SigningKeyError, fingerprint, load_public_key
 from agent.kpi import GREEN_SCHEMA, KPI_ENGINE
 from agent.periods import month_bounds
+from agent.readings import READING_SCHEMA, validate_batch
 from agent.report.breakdown import BREAKDOWN_COLUMNS
 from agent.report.bundle import (
     GREEN,
@@ -54,7 +64,8 @@ from agent.report.manifest import BUNDLE_FORMAT, MANIFEST, SIGNATURE, sha256_str
 from agent.report.rollup import local_hours
 from agent.report.sources import batch_hashes, rederive_intervals
 from agent.schemas import SILENCE_SCHEMA
-from agent.site import parse_site
+from agent.site import Site, parse_site
+from collectors.nats.merge import DEFAULT_DEDUPE_WINDOW_S, parse_merge_order, replay
 
 __all__ = ["Check", "VerifyResult", "verify_bundle"]
 
@@ -350,8 +361,18 @@ def _compare_breakdown(stated: list[dict[str, Any]], computed: pl.DataFrame) -> 
     return len(stated) * len(BREAKDOWN_COLUMNS)
 
 
-def _check_journal(bundle: _Bundle, journal_path: Path) -> list[Check]:
+def _check_journal(
+    bundle: _Bundle, journal_path: Path, agent_journals: Sequence[Path] = ()
+) -> list[Check]:
     summary = json.loads(bundle.read(JOURNAL))
+    checks = _check_site_journal(bundle, summary, journal_path)
+    checks += _check_agents(bundle, summary, agent_journals)
+    return checks
+
+
+def _check_site_journal(
+    bundle: _Bundle, summary: dict[str, Any], journal_path: Path
+) -> list[Check]:
     if not summary.get("available"):
         raise _fail("journal", "journal.json records no journal chain for this bundle")
     if not journal_path.is_file():
@@ -381,19 +402,237 @@ def _check_journal(bundle: _Bundle, journal_path: Path) -> list[Check]:
                 "journal.json",
             )
         )
-        checks.append(_rederive(bundle, journal, summary))
+        checks.append(
+            _rederive(
+                bundle,
+                lambda site, interval_s: rederive_intervals(
+                    journal, site, summary, interval_s=interval_s
+                ),
+                name="re-derive",
+                source="the journal",
+            )
+        )
         return checks
     finally:
         journal.close()
 
 
-def _rederive(bundle: _Bundle, journal: Any, summary: dict[str, Any]) -> Check:
+def _identify(agents: list[dict[str, Any]], paths: Sequence[Path]) -> dict[str, Path]:
+    """Which agent each journal belongs to: the one whose first batch's hash it holds."""
+    found: dict[str, Path] = {}
+    for path in paths:
+        if not path.is_file():
+            raise _fail("agent journal", f"no journal at {path}")
+        try:
+            hashes = batch_hashes(path, [int(a["first_seq"]) for a in agents])
+        except sqlite3.Error as exc:
+            raise _fail("agent journal", f"{path}: not a journal ({exc})") from exc
+        owners = [a["agent"] for a in agents if hashes.get(int(a["first_seq"])) == a["first_hash"]]
+        if not owners:
+            listed = ", ".join(f"{a['agent']} #{a['first_seq']}" for a in agents)
+            raise _fail(
+                "agent journal",
+                f"{path}: holds the chain of none of the agents journal.json lists (no batch "
+                f"with the recorded first hash of {listed})",
+            )
+        agent = str(owners[0])
+        if agent in found:
+            raise _fail("agent journal", f"{path}: agent {agent}'s journal is given twice")
+        found[agent] = path
+    return found
+
+
+def _broken_link(agent: str, path: Path, seq: int, problem: str) -> str:
+    """The failure text of a broken agent chain, with the stored and re-derived hash."""
+    journal = Journal(path)
+    try:
+        raw = journal.read_raw(seq - 1, limit=1)
+    finally:
+        journal.close()
+    detail = f"agent {agent}: batch #{seq}: {problem.removeprefix(f'batch {seq}: ')}"
+    if raw and raw[0].seq == seq:
+        b = raw[0]
+        derived = chain_hash(
+            b.prev_hash, b.seq, b.kind, b.source, b.n_rows, b.created_us, b.payload
+        )
+        if derived != b.hash:
+            detail += f" (expected hash {b.hash.hex()}, its content gives {derived.hex()})"
+    return detail
+
+
+def _agent_readings(entry: dict[str, Any], path: Path) -> tuple[Check, list[pl.DataFrame]]:
+    """Check one agent's chain and hashes; its readings of the recorded range."""
+    agent = str(entry["agent"])
+    first, last = int(entry["first_seq"]), int(entry["last_seq"])
+    journal = Journal(path)
+    try:
+        report = journal.verify()
+        if not report.ok:
+            seq = report.bad_seq if report.bad_seq is not None else -1
+            raise _fail("agent journal", _broken_link(agent, path, seq, report.problem or "?"))
+        found = batch_hashes(path, [first, last])
+        for seq, key in ((first, "first_hash"), (last, "last_hash")):
+            if found.get(seq) != entry[key]:
+                raise _fail(
+                    "agent journal",
+                    f"agent {agent}: batch #{seq}: journal.json says hash {entry[key]}, the "
+                    f"journal holds {found.get(seq)}",
+                )
+        missing = {seq for lo, hi in entry.get("missing") or [] for seq in range(lo, hi + 1)}
+        # As the collector took them in (validated, schema order), one per batch in seq order.
+        frames = [
+            validate_batch(batch.frame)
+            for batch in journal.iter_batches(first - 1, kinds=("readings",))
+            if batch.seq <= last and batch.seq not in missing
+        ]
+    finally:
+        journal.close()
+    return (
+        Check(
+            "agent journal",
+            "ok",
+            f"agent {agent}: chain of {report.batches_checked} batches verifies; batches "
+            f"#{first}..#{last} carry the hashes in journal.json",
+        ),
+        frames,
+    )
+
+
+def _check_agents(bundle: _Bundle, summary: dict[str, Any], paths: Sequence[Path]) -> list[Check]:
+    """Each publishing agent's chain, and the intervals re-derived from their merged readings."""
+    agents: list[dict[str, Any]] = list(summary.get("agents") or [])
+    if not agents:
+        if paths:
+            raise _fail("agent journal", "journal.json lists no publishing agents' chains")
+        return []
+    owners = _identify(agents, paths)
+    checks: list[Check] = []
+    frames: list[list[pl.DataFrame]] = []
+    for entry in agents:
+        path = owners.get(str(entry["agent"]))
+        if path is not None:
+            check, agent_frames = _agent_readings(entry, path)
+            checks.append(check)
+            frames.append(agent_frames)
+    unchecked = [str(a["agent"]) for a in agents if str(a["agent"]) not in owners]
+    if unchecked:
+        checks.append(
+            Check(
+                "agent journal",
+                "skipped",
+                f"chains not checked (no --journal given for them): {', '.join(unchecked)}",
+            )
+        )
+        checks.append(
+            Check("re-merge", "skipped", "needs the journal of every agent journal.json lists")
+        )
+        return checks
+    order = summary.get("merge_pages")
+    if order is None:
+        checks.append(
+            Check("re-merge", "skipped", "journal.json records no merge order (merge_pages)")
+        )
+        return checks
+    window_us = round(float(summary.get("dedupe_window_s", DEFAULT_DEDUPE_WINDOW_S)) * 1e6)
+    try:
+        parsed = parse_merge_order(str(order))
+    except ValueError as exc:
+        raise _fail("re-merge", f"journal.json's merge_pages: {exc}") from exc
+    pages = _pages(parsed, frames, [str(a["agent"]) for a in agents])
+    merged = replay(pages, window_us)
+    kept = merged.kept
+    untwinned = _without_twin(frames, kept, window_us)
+    note = (
+        f"; {merged.late:,} readings dropped as late, {untwinned:,} dropped with no kept "
+        "reading of their point within the window (in the publishers' journals, not in "
+        "the report)"
+        if merged.late or untwinned
+        else ""
+    )
+    checks.append(
+        _rederive(
+            bundle,
+            lambda site, interval_s: interval_energy(
+                kept.lazy(), site, EnergyConfig(interval_s=interval_s)
+            ).collect(),
+            name="re-merge",
+            source=f"the {len(agents)} agents' readings merged in the aggregator's "
+            f"{len(pages):,} pages",
+            note=note,
+        )
+    )
+    return checks
+
+
+def _pages(
+    order: list[list[tuple[int, int]]], frames: list[list[pl.DataFrame]], agents: list[str]
+) -> list[pl.DataFrame]:
+    """Each recorded page's readings: its agents' next batches, concatenated in stream order.
+
+    ``order`` is ``journal.json``'s ``merge_pages`` parsed: per page, runs of (index
+    into ``agents``, batches); the n-th batch an index stands for is that agent's n-th
+    reading batch of the recorded range.
+    """
+    columns = READING_SCHEMA.names()
+    taken = [0] * len(frames)
+    pages: list[pl.DataFrame] = []
+    for number, page in enumerate(order, start=1):
+        parts: list[pl.DataFrame] = []
+        for index, count in page:
+            if index >= len(frames) or taken[index] + count > len(frames[index]):
+                who = agents[index] if index < len(agents) else f"#{index}"
+                raise _fail(
+                    "re-merge",
+                    f"journal.json's merge page {number} names more reading batches of agent "
+                    f"{who} than its journal holds in the recorded range",
+                )
+            parts += [f.select(columns) for f in frames[index][taken[index] : taken[index] + count]]
+            taken[index] += count
+        pages.append(pl.concat(parts, how="vertical"))
+    for index, agent_frames in enumerate(frames):
+        if taken[index] != len(agent_frames):
+            raise _fail(
+                "re-merge",
+                f"agent {agents[index]}: its journal holds {len(agent_frames)} reading batches "
+                f"in the recorded range, journal.json's merge pages name {taken[index]}",
+            )
+    return pages
+
+
+def _without_twin(frames: list[list[pl.DataFrame]], kept: pl.DataFrame, window_us: int) -> int:
+    """Readings dropped by the merge with no kept reading of their point within the window."""
+    columns = READING_SCHEMA.names()
+    parts = [f.select(columns) for agent_frames in frames for f in agent_frames]
+    if not parts:
+        return 0
+    key = ["device", "point", "quantity"]
+    ts = pl.col("ts").dt.epoch("us")
+    every = pl.concat(parts).select(*key, ts.alias("t")).sort("t")
+    if kept.height == 0:
+        return every.height
+    kept_ts = kept.select(*key, ts.alias("t"), ts.alias("kept_t")).sort("t")
+    # Both sides sorted on ``t`` above (so within each key too): nothing to check.
+    nearest = every.join_asof(
+        kept_ts, on="t", by=key, strategy="nearest", tolerance=window_us, check_sortedness=False
+    )
+    # A kept reading is its own nearest (0 µs away): what is left was dropped, twinless.
+    return nearest.filter(pl.col("kept_t").is_null()).height
+
+
+def _rederive(
+    bundle: _Bundle,
+    derive: Callable[[Site, int], pl.DataFrame],
+    *,
+    name: str,
+    source: str,
+    note: str = "",
+) -> Check:
     site = parse_site(json.loads(bundle.read(SITE)), source=SITE)
     bundled = pl.read_parquet(io.BytesIO(bundle.read(INTERVALS)))
     lengths = (bundled["interval_end"] - bundled["interval_start"]).dt.total_seconds()
     modes = lengths.mode().to_list()
     interval_s = int(min(modes)) if modes else 60
-    derived = rederive_intervals(journal, site, summary, interval_s=interval_s)
+    derived = derive(site, interval_s)
     lo, hi = bundled["interval_start"].min(), bundled["interval_start"].max()
     derived = derived.filter(pl.col("interval_start").is_between(lo, hi))
     key = ["meter", "interval_start"]
@@ -406,19 +645,18 @@ def _rederive(bundle: _Bundle, journal: Any, summary: dict[str, Any]) -> Check:
     if bad.height:
         row = bad.row(0, named=True)
         raise _fail(
-            "re-derive",
+            name,
             f"{row['meter']} at {row['interval_start']}: bundle {row['energy_kwh']} kWh, "
-            f"re-derived from the journal {row['energy_kwh_raw']} kWh "
+            f"re-derived from {source} {row['energy_kwh_raw']} kWh "
             f"({bad.height} rows differ)",
         )
     unmatched = bundled.height - joined.height
     return Check(
-        "re-derive",
+        name,
         "ok" if unmatched == 0 else "warning",
-        f"{joined.height:,} interval rows re-derived from raw readings match"
-        + (
-            f"; {unmatched:,} bundled rows have no raw readings in the journal" if unmatched else ""
-        ),
+        f"{joined.height:,} interval rows re-derived from raw readings ({source}) match"
+        + (f"; {unmatched:,} bundled rows have no raw readings there" if unmatched else "")
+        + note,
     )
 
 
@@ -427,6 +665,7 @@ def verify_bundle(
     *,
     pubkey: str | Path | None = None,
     journal: Path | None = None,
+    agent_journals: Sequence[Path] = (),
     on_check: Callable[[Check], None] | None = None,
 ) -> VerifyResult:
     """Verify a bundle directory or zip; see the module docstring for the checks.
@@ -435,6 +674,8 @@ def verify_bundle(
         path: Bundle directory or ``.zip``.
         pubkey: The signer's public key (PEM file, or raw key in hex/base64).
         journal: The site's journal file, to tie the data to raw readings.
+        agent_journals: Journals of the publishing agents ``journal.json`` lists (a site
+            fed over NATS), each recognised by the chain hashes recorded for its agent.
         on_check: Called with each check as it completes (for live output).
     """
     result = VerifyResult()
@@ -470,7 +711,7 @@ def verify_bundle(
         if SILENCES in names:
             record(_check_silences(bundle))
         if journal is not None:
-            for check in _check_journal(bundle, journal):
+            for check in _check_journal(bundle, journal, agent_journals):
                 record(check)
         else:
             record(Check("journal", "skipped", "no --journal given: raw readings not checked"))

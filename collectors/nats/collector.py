@@ -10,7 +10,9 @@ fetched page it:
 3. emits the kept readings into the local journal (``emit`` returns once fsynced) —
    from there the local aggregator turns them into intervals like any collector's;
 4. commits its merge state (stream position, chain heads, newest reading per point,
-   provenance: which agents' batches are in which local batch) in one transaction;
+   provenance: which agents' batches are in which local batch, each batch taken in with
+   its hashes, time span and page, and the rows of publishers' gap batches) in one
+   transaction;
 5. acknowledges the page to JetStream.
 
 A crash between 3 and 4 re-emits the same readings, which the aggregator drops as
@@ -41,7 +43,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import Field, ValidationError
 
-from agent.journal import Journal, decode_payload
+from agent.journal import GAP_SCHEMA, Journal, decode_payload
 from agent.logs import get_logger
 from agent.plugins import CollectorContext
 from agent.readings import READING_SCHEMA, validate_batch
@@ -58,7 +60,14 @@ from collectors.nats.link import (
     raise_if_cancelled,
     translate,
 )
-from collectors.nats.merge import NEWEST_SCHEMA, MergeState, dedupe
+from collectors.nats.merge import (
+    DEFAULT_DEDUPE_WINDOW_S,
+    NEWEST_SCHEMA,
+    MergeState,
+    Received,
+    dedupe,
+    state_file,
+)
 
 __all__ = ["NatsCollector", "NatsCollectorOptions", "build"]
 
@@ -85,7 +94,7 @@ class NatsCollectorOptions(NatsLinkOptions):
     fetch_batches: int = Field(256, gt=0, description="Stream messages fetched per page.")
     fetch_wait_s: float = Field(1.0, gt=0, description="Longest wait for a page.")
     dedupe_window_s: float = Field(
-        2.0,
+        DEFAULT_DEDUPE_WINDOW_S,
         ge=0,
         description="Readings of one point closer than this are one poll (keep it well "
         "below the poll interval).",
@@ -117,6 +126,9 @@ class NatsCollector:
     emitted_readings: int = field(default=0, init=False)
     deduplicated_readings: int = field(default=0, init=False)
     disagreeing_readings: int = field(default=0, init=False)
+    #: Readings dropped as late: older by more than the window than a reading of their
+    #: point taken in before (not in ``deduplicated_readings``; see ``DedupeResult.late``).
+    late_readings: int = field(default=0, init=False)
     #: Journal batches taken in / skipped as already taken in / rejected (bad hash).
     batches_taken: int = field(default=0, init=False)
     batches_duplicate: int = field(default=0, init=False)
@@ -125,6 +137,8 @@ class NatsCollector:
     active: bool = field(default=False, init=False)
     takeovers: int = field(default=0, init=False)
     _failing: str | None = field(default=None, init=False)
+    #: Late readings dropped since the last page without any (logged once per episode).
+    _late_run: int = field(default=0, init=False)
     _state: MergeState | None = field(default=None, init=False, repr=False)
 
     @property
@@ -312,6 +326,9 @@ class NatsCollector:
         frames: list[pl.DataFrame] = []
         spans: dict[str, list[int]] = {}
         breaks: list[tuple[int, str, int, str]] = []
+        # Per batch taken in: agent, seq, kind, rows, first/last µs, hashes, stream seq.
+        taken: list[tuple[str, int, str, int, int | None, int | None, bytes, bytes, int]] = []
+        gap_frames: list[pl.DataFrame] = []
         last_stream = state.position
         for msg in msgs:
             try:
@@ -348,17 +365,44 @@ class NatsCollector:
                 page.rejected += 1
                 continue
             heads[batch.agent] = (batch.seq, batch.hash)
-            if batch.kind == "readings" and batch.n_rows:
+            bounds: tuple[int | None, int | None] = (None, None)
+            if batch.n_rows and batch.kind in ("readings", "gap"):
                 try:
-                    frames.append(validate_batch(decode_payload(batch.payload)))
+                    frame = decode_payload(batch.payload)
+                    if batch.kind == "readings":
+                        frames.append(validate_batch(frame))
+                        bounds = _bounds(frame, "ts", "ts")
+                    else:
+                        # A publisher's refused readings: carried into the merge state so
+                        # the site's report shows the hole (docs/cluster.md).
+                        gap = frame.select(GAP_SCHEMA.names()).cast(GAP_SCHEMA)
+                        gap_frames.append(
+                            gap.with_columns(
+                                pl.lit(batch.agent).alias("agent"), pl.lit(batch.seq).alias("seq")
+                            )
+                        )
+                        bounds = _bounds(gap, "first_ts", "last_ts")
                 except Exception as exc:  # noqa: BLE001 - any unreadable payload is refused
                     # The chain is intact (its hash matched) but the content is unusable here
                     # (e.g. a newer agent's schema): kept in the stream, recorded, not merged.
-                    problem = f"batch {batch.seq}: payload not a reading batch ({exc})"
+                    what = "reading" if batch.kind == "readings" else batch.kind
+                    problem = f"batch {batch.seq}: payload not a {what} batch ({exc})"
                     breaks.append((batch.stream_seq, batch.agent, batch.seq, problem))
                     _log.error("journal batch unreadable", collector=self.name, problem=problem)
                     page.rejected += 1
                     continue
+            taken.append(
+                (
+                    batch.agent,
+                    batch.seq,
+                    batch.kind,
+                    batch.n_rows,
+                    *bounds,
+                    batch.prev_hash,
+                    batch.hash,
+                    batch.stream_seq,
+                )
+            )
             page.taken += 1
             span = spans.setdefault(batch.agent, [batch.seq, batch.seq, batch.stream_seq, 0])
             span[1], span[3] = batch.seq, batch.stream_seq
@@ -372,8 +416,10 @@ class NatsCollector:
                 dedupe, readings, state.last, round(self.options.dedupe_window_s * 1e6)
             )
             newest = merged.newest
-            self.deduplicated_readings += merged.dropped
+            self.deduplicated_readings += merged.dropped - merged.late
             self.disagreeing_readings += merged.disagreed
+            self.late_readings += merged.late
+            self._note_late(merged.late)
             if merged.kept.height:
                 result = await ctx.emit(merged.kept)
                 local_seq = None if result is None else result.seq
@@ -382,6 +428,11 @@ class NatsCollector:
             (local_seq, agent, first, last_seq, stream_first, stream_last)
             for agent, (first, last_seq, stream_first, stream_last) in spans.items()
         ]
+        # The page is named by the stream seq this commit records: verify replays the
+        # merge page by page in that order (collectors.nats.merge.replay).
+        received: list[Received] = [
+            (*row, local_seq if row[2] == "readings" else None, last_stream) for row in taken
+        ]
         await asyncio.to_thread(
             state.commit,
             stream_seq=last_stream,
@@ -389,11 +440,34 @@ class NatsCollector:
             newest=newest,
             provenance=provenance,
             breaks=breaks,
+            received=received,
+            gaps=pl.concat(gap_frames) if gap_frames else None,
         )
         self.batches_taken += page.taken
         self.batches_duplicate += page.duplicates
         self.batches_rejected += page.rejected
         return page
+
+    def _note_late(self, late: int) -> None:
+        """Log the start and the end of a run of pages dropping late readings (not each page)."""
+        if late and not self._late_run:
+            _log.warning(
+                "late readings dropped: older than a reading of their point already taken in "
+                "(a poller behind the other; kept in its own journal)",
+                collector=self.name,
+                readings=late,
+            )
+        elif not late and self._late_run:
+            _log.info("late readings no more", collector=self.name, readings=self._late_run)
+        self._late_run = self._late_run + late if late else 0
+
+
+def _bounds(frame: pl.DataFrame, first: str, last: str) -> tuple[int | None, int | None]:
+    """Earliest ``first`` and latest ``last`` timestamp of a batch, in µs (None if empty)."""
+    lo, hi = frame.select(
+        pl.col(first).dt.epoch("us").min(), pl.col(last).dt.epoch("us").max().alias("_hi")
+    ).row(0)
+    return lo, hi
 
 
 def build(name: str, options: dict[str, Any], settings: AgentSettings) -> NatsCollector:
@@ -408,5 +482,5 @@ def build(name: str, options: dict[str, Any], settings: AgentSettings) -> NatsCo
         raise ConfigError(f"collectors.{name}: {validation_problems(exc)}") from exc
     parsed = settings.resolve_tls_files(parsed)
     credentials = Credentials.read(parsed, settings)
-    state_path = settings.state_dir / "nats" / name / "merge.sqlite"
+    state_path = state_file(settings.state_dir, name)
     return NatsCollector(name=name, options=parsed, state_path=state_path, credentials=credentials)

@@ -19,9 +19,12 @@ handed to pysnmp.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import math
 import random
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -226,7 +229,56 @@ class _Builder(Protocol):
 _Answer = ber.Response | bytes
 
 
-class UdpDispatcher(asyncio.DatagramProtocol):
+class _Socket:
+    """The dispatcher's UDP socket, read and written directly (no asyncio datagram transport).
+
+    asyncio's transport reads one datagram per loop iteration; answers to a burst of requests
+    arrive together, and one wake-up reading all of them (up to ``_READS_PER_WAKEUP``)
+    saves a loop iteration and an epoll call per answer. A send that fails (full buffer,
+    unreachable network) counts as lost: the request's timer sends it again or times out,
+    as for a datagram lost on the way.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        loop: asyncio.AbstractEventLoop,
+        on_datagram: Callable[[bytes, Any], None],
+    ) -> None:
+        self._sock = sock
+        self._loop = loop
+        self._on_datagram = on_datagram
+        self.send_errors = 0
+        loop.add_reader(sock.fileno(), self._readable)
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            self._sock.sendto(data, addr)
+        except OSError:  # BlockingIOError, gaierror, ENETUNREACH...: lost like a dropped datagram
+            self.send_errors += 1
+
+    def _readable(self) -> None:
+        recvfrom = self._sock.recvfrom
+        on_datagram = self._on_datagram
+        for _ in range(_READS_PER_WAKEUP):
+            try:
+                data, addr = recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # an ICMP error reported on the socket: the request times out
+                continue
+            on_datagram(data, addr)
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+
+
+#: Datagrams read per loop wake-up at most (then other callbacks get their turn).
+_READS_PER_WAKEUP = 256
+
+
+class UdpDispatcher:
     """One UDP socket for many devices; answers are matched to requests by request id.
 
     SNMPv3 answers are matched by msgID (in the clear), which the v3 session sets to the
@@ -238,10 +290,16 @@ class UdpDispatcher(asyncio.DatagramProtocol):
 
     def __init__(self) -> None:
         """Create an unopened dispatcher; call :meth:`open`."""
-        self.transport: asyncio.DatagramTransport | None = None
-        self._pending: dict[int, tuple[asyncio.Future[_Answer], tuple[str, int]]] = {}
+        self.transport: _Socket | None = None
+        self._pending: dict[int, _Pending] = {}
         self._next_id = random.randrange(_RID_LOW, _RID_HIGH)
         self.dropped = 0
+        # Timeouts: one deadline queue per timeout value (deadlines in it only grow) and
+        # one loop timer for all of them, instead of a timer per request: a request's
+        # timer would cost more than its codec.
+        self._deadlines: dict[float, collections.deque[tuple[float, _Pending]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
     async def open(self) -> None:
         """Bind an ephemeral IPv4 UDP socket."""
@@ -253,17 +311,20 @@ class UdpDispatcher(asyncio.DatagramProtocol):
                 sock.setsockopt(socket.SOL_SOCKET, opt, 4 << 20)
         sock.bind(("0.0.0.0", 0))  # noqa: S104 - a client socket; devices are anywhere
         sock.setblocking(False)
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
-        self.transport = transport
+        self.transport = _Socket(sock, loop, self.datagram_received)
 
     def close(self) -> None:
         """Close the socket; pending requests fail with a timeout."""
         if self.transport is not None:
             self.transport.close()
             self.transport = None
-        for future, _ in self._pending.values():
-            if not future.done():
-                future.set_exception(SnmpTimeoutError("dispatcher closed"))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, math.inf
+        self._deadlines.clear()
+        for pending in self._pending.values():
+            if pending.future is not None and not pending.future.done():
+                pending.future.set_exception(SnmpTimeoutError("dispatcher closed"))
         self._pending.clear()
 
     def new_request_id(self) -> int:
@@ -285,66 +346,183 @@ class UdpDispatcher(asyncio.DatagramProtocol):
         except ber.BerError:
             self.dropped += 1
             return
-        entry = self._pending.get(msg_id)
-        if entry is None or entry[1] != (addr[0], addr[1]):
+        pending = self._pending.get(msg_id)
+        if pending is None or pending.addr != (addr[0], addr[1]):
             self.dropped += 1
             return
-        future = entry[0]
-        if not future.done():
-            future.set_result(answer)
+        del self._pending[msg_id]
+        pending.resolve(answer)
 
-    def error_received(self, exc: Exception) -> None:
-        """ICMP errors (port unreachable) arrive here without an address: ignore them.
-
-        The request simply times out, which is also what happens with a silent device.
-        """
-
-    async def request(
+    def request(
         self,
         message: bytes | None,
         template: _Builder | None,
         addr: tuple[str, int],
         timeout_s: float,
         retries: int,
-    ) -> _Answer:
-        """Send one request (retrying on timeout with the same request id) and await the answer.
+    ) -> asyncio.Future[_Answer]:
+        """Send one request; the future gets its answer.
 
-        Raises:
-            SnmpTimeoutError: if no answer arrived after ``retries + 1`` sends.
+        A plain function returning a future, not a coroutine: one frame less on every
+        poll's path. The timer sends again (same request id, so a late answer to an
+        earlier try still counts) until ``retries + 1`` sends went unanswered; then the
+        future fails with :class:`SnmpTimeoutError`.
         """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_Answer] = loop.create_future()
         transport = self.transport
         if transport is None:
-            raise SnmpTimeoutError("dispatcher is not open")
-        loop = asyncio.get_running_loop()
+            future.set_exception(SnmpTimeoutError("dispatcher is not open"))
+            return future
         rid = self.new_request_id()
         data = template.build(rid) if template is not None else message
         assert data is not None
-        future: asyncio.Future[_Answer] = loop.create_future()
-        self._pending[rid] = (future, addr)
+        pending = _Pending(future, None, addr, data, rid, retries, timeout_s)
+        self._pending[rid] = pending
+        transport.sendto(data, addr)
+        self._expire_at(loop, loop.time() + timeout_s, pending)
+        return future
+
+    def request_then(
+        self,
+        template: _Builder,
+        addr: tuple[str, int],
+        timeout_s: float,
+        retries: int,
+        then: Callable[[_Answer | SnmpError], None],
+    ) -> None:
+        """:meth:`request` for callers without a coroutine: ``then`` gets the answer or the error.
+
+        ``then`` runs in the loop's callback that read the answer (or in the timer, for
+        :class:`SnmpTimeoutError`); it must not raise. If the dispatcher closes first it
+        is never called.
+        """
+        loop = asyncio.get_running_loop()
+        transport = self.transport
+        if transport is None:
+            loop.call_soon(then, SnmpTimeoutError("dispatcher is not open"))
+            return
+        rid = self._next_id  # new_request_id(), inlined: this runs for every lane poll
+        self._next_id = rid + 1 if rid < _RID_HIGH else _RID_LOW
+        data = template.build(rid)
+        pending = _Pending(None, then, addr, data, rid, retries, timeout_s)
+        self._pending[rid] = pending
+        transport.sendto(data, addr)
+        self._expire_at(loop, loop.time() + timeout_s, pending)
+
+    def _expire_at(
+        self, loop: asyncio.AbstractEventLoop, deadline: float, pending: _Pending
+    ) -> None:
+        """Send again or fail ``pending`` at ``deadline`` unless answered by then."""
+        queue = self._deadlines.get(pending.timeout_s)
+        if queue is None:
+            queue = self._deadlines[pending.timeout_s] = collections.deque()
+        queue.append((deadline, pending))
+        at = deadline + _slack(pending.timeout_s)
+        if at < self._timer_at:
+            self._arm(loop, at)
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = loop.call_at(at, self._expire_due, loop)
+
+    def _expire_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The timer: every request past its deadline is sent again or fails."""
+        self._timer, self._timer_at = None, math.inf
+        now = loop.time()
+        retry: list[_Pending] = []
+        for timeout_s, queue in list(self._deadlines.items()):
+            while queue and queue[0][0] <= now:
+                pending = queue.popleft()[1]
+                if pending.done():
+                    # Answered (already gone from _pending) or given up by its caller.
+                    if self._pending.get(pending.rid) is pending:
+                        del self._pending[pending.rid]
+                elif pending.retries_left > 0 and self.transport is not None:
+                    pending.retries_left -= 1
+                    retry.append(pending)
+                else:
+                    del self._pending[pending.rid]
+                    pending.resolve(
+                        SnmpTimeoutError(
+                            f"no answer after {pending.tries} tries of {timeout_s:g} s"
+                        )
+                    )
+            if not queue:
+                del self._deadlines[timeout_s]
+        for pending in retry:
+            assert self.transport is not None
+            self.transport.sendto(pending.data, pending.addr)
+            self._expire_at(loop, now + pending.timeout_s, pending)
+        earliest = min((q[0][0] + _slack(t) for t, q in self._deadlines.items()), default=math.inf)
+        if earliest < self._timer_at:
+            self._arm(loop, earliest)
+
+
+class _Pending:
+    """A request in flight: what to send again, and where its answer goes."""
+
+    __slots__ = (
+        "addr",
+        "data",
+        "future",
+        "resolved",
+        "retries_left",
+        "rid",
+        "then",
+        "timeout_s",
+        "tries",
+    )
+
+    def __init__(
+        self,
+        future: asyncio.Future[_Answer] | None,
+        then: Callable[[_Answer | SnmpError], None] | None,
+        addr: tuple[str, int],
+        data: bytes,
+        rid: int,
+        retries: int,
+        timeout_s: float,
+    ) -> None:
+        self.future = future
+        self.then = then
+        self.resolved = False
+        self.addr = addr
+        self.data = data
+        self.rid = rid
+        self.retries_left = retries
+        self.tries = retries + 1
+        self.timeout_s = timeout_s
+
+    def done(self) -> bool:
+        """Answered, failed, or (a future) cancelled by its caller."""
+        return self.resolved or (self.future is not None and self.future.done())
+
+    def resolve(self, outcome: _Answer | SnmpError) -> None:
+        """Hand the answer (or the timeout) over, once."""
+        if self.done():
+            return
+        self.resolved = True
+        if self.future is not None:
+            if isinstance(outcome, SnmpError):
+                self.future.set_exception(outcome)
+            else:
+                self.future.set_result(outcome)
+            return
+        assert self.then is not None
         try:
-            for _attempt in range(retries + 1):
-                transport.sendto(data, addr)
-                handle = loop.call_later(timeout_s, _expire, future)
-                try:
-                    return await future
-                except _ExpiredError:
-                    # Same request id on the retry: a late answer to the first try still counts.
-                    future = loop.create_future()
-                    self._pending[rid] = (future, addr)
-                finally:
-                    handle.cancel()
-            raise SnmpTimeoutError(f"no answer after {retries + 1} tries of {timeout_s:g} s")
-        finally:
-            self._pending.pop(rid, None)
+            self.then(outcome)
+        except Exception as exc:  # noqa: BLE001 - one caller's bug must not stop the socket
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": "SNMP answer handler failed", "exception": exc}
+            )
 
 
-class _ExpiredError(Exception):
-    pass
-
-
-def _expire(future: asyncio.Future[_Answer]) -> None:
-    if not future.done():
-        future.set_exception(_ExpiredError())
+def _slack(timeout_s: float) -> float:
+    """How late a timeout may fire: one timer wake-up then expires many requests' deadlines."""
+    return min(0.02, timeout_s / 10)
 
 
 def _varbinds(label: str, response: ber.Response) -> VarBinds:
@@ -361,10 +539,12 @@ def _varbinds(label: str, response: ber.Response) -> VarBinds:
 
 def _matching(label: str, oids: list[bytes], varbinds: VarBinds) -> VarBinds:
     """A GET answer must name the requested OIDs, in order."""
-    if len(varbinds) != len(oids) or any(
-        vb[0] != oid for vb, oid in zip(varbinds, oids, strict=False)
-    ):
+    if len(varbinds) != len(oids):
         raise SnmpProtocolError(f"{label}: GET answer does not match the request")
+    # A plain loop: a generator in any() costs more than the comparisons on every poll.
+    for i, oid in enumerate(oids):
+        if varbinds[i][0] != oid:
+            raise SnmpProtocolError(f"{label}: GET answer does not match the request")
     return varbinds
 
 
@@ -381,13 +561,22 @@ class V2cSession:
     label: str = ""
 
     def __post_init__(self) -> None:
-        self._addr = (self.host, self.port)
+        self.addr = self._addr = (self.host, self.port)
         self._community = self.community.get_secret_value().encode()
         self._templates: dict[tuple[int, tuple[bytes, ...], int], ber.RequestTemplate] = {}
         if not self.label:
             self.label = f"{self.host}:{self.port}"
 
-    async def _call(self, pdu_type: int, oids: list[bytes], max_repetitions: int = 0) -> VarBinds:
+    def _send(
+        self, pdu_type: int, oids: list[bytes], max_repetitions: int = 0
+    ) -> asyncio.Future[_Answer]:
+        template = self.template(pdu_type, oids, max_repetitions)
+        return self.dispatcher.request(None, template, self._addr, self.timeout_s, self.retries)
+
+    def template(
+        self, pdu_type: int, oids: list[bytes], max_repetitions: int = 0
+    ) -> ber.RequestTemplate:
+        """The request for ``oids`` (GETs are kept: every poll sends the same ones)."""
         key = (pdu_type, tuple(oids), max_repetitions)
         template = self._templates.get(key)
         if template is None:
@@ -397,19 +586,40 @@ class V2cSession:
             # Walk requests change with every step; keep only the fixed ones (GETs).
             if pdu_type == ber.GET and len(self._templates) < 64:
                 self._templates[key] = template
-        try:
-            response = await self.dispatcher.request(
-                None, template, self._addr, self.timeout_s, self.retries
-            )
-        except SnmpTimeoutError as exc:
-            raise SnmpTimeoutError(f"{self.label}: {exc}") from None
+        return template
+
+    def get_answer(self, oids: list[bytes], outcome: _Answer | SnmpError) -> VarBinds:
+        """What :meth:`get` returns for the outcome of :meth:`UdpDispatcher.request_then`.
+
+        Raises:
+            SnmpError: as :meth:`get` does.
+        """
+        if isinstance(outcome, SnmpTimeoutError):
+            raise SnmpTimeoutError(f"{self.label}: {outcome}")
+        if isinstance(outcome, SnmpError):
+            raise outcome
+        return _matching(self.label, oids, self._varbinds(outcome))
+
+    def _varbinds(self, response: _Answer) -> VarBinds:
         if not isinstance(response, ber.Response):
             raise SnmpProtocolError(f"{self.label}: SNMPv3 answer to a v2c request")
         return _varbinds(self.label, response)
 
+    async def _call(self, pdu_type: int, oids: list[bytes], max_repetitions: int = 0) -> VarBinds:
+        try:
+            response = await self._send(pdu_type, oids, max_repetitions)
+        except SnmpTimeoutError as exc:
+            raise SnmpTimeoutError(f"{self.label}: {exc}") from None
+        return self._varbinds(response)
+
     async def get(self, oids: list[bytes]) -> VarBinds:
         """GET ``oids`` in one PDU."""
-        return _matching(self.label, oids, await self._call(ber.GET, oids))
+        # _call inlined: every poll passes here, and a coroutine frame less is measurable.
+        try:
+            response = await self._send(ber.GET, oids)
+        except SnmpTimeoutError as exc:
+            raise SnmpTimeoutError(f"{self.label}: {exc}") from None
+        return _matching(self.label, oids, self._varbinds(response))
 
     async def get_next(self, oids: list[bytes]) -> VarBinds:
         """GETNEXT ``oids`` in one PDU."""

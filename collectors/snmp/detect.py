@@ -5,7 +5,8 @@ vendor reusing another's enterprise tree, or a sibling model with the same
 sysObjectID prefix but a different OID layout (Janitza UMG 604 under the UMG 96
 profile: its "current" OID holds a line-to-line voltage), passes match rules and
 reads nonsense. So every candidate, best first, is polled once and its readings
-checked: it must read something besides the uptime, and wherever a group of
+checked: it must read something besides the uptime (and each quantity its profile
+``requires``), and wherever a group of
 points (``output.1.*``, ``l1.*``) has power, voltage and current together, the
 power factor they imply, P / (V x I), must be plausible. The first candidate that
 passes is chosen; if none does, the device is reported as unmatched, with the
@@ -118,6 +119,13 @@ async def detect_plan(
         readings = batch.filter(pl.col("point") != "sys.uptime")
         if readings.is_empty():
             result.refused[plan.describe()] = "its OIDs exist but give no reading"
+            continue
+        quantities = set(readings["quantity"].to_list())
+        lacking = [q for q in profile.requires if q not in quantities]
+        if lacking:
+            # A generic table answered, but not with what the profile is for (an
+            # ENTITY-SENSOR-MIB with temperatures only is no power source).
+            result.refused[plan.describe()] = f"reads no {', '.join(lacking)}"
             continue
         problems = implausible(readings)
         if problems:

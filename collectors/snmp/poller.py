@@ -34,6 +34,9 @@ _TOO_BIG = 1
 _FILTERED = "\x00"
 #: Largest GETBULK walk of one column, in rows: a runaway agent must not loop forever.
 _MAX_WALK_ROWS = 100_000
+#: Reading qualities: SNMP has no device timestamps; a profile's sum is also DERIVED.
+_DIRECT = int(Quality.RECEIVE_TIME)
+_DERIVED = int(Quality.RECEIVE_TIME | Quality.DERIVED)
 
 
 @dataclass(slots=True)
@@ -55,6 +58,16 @@ class _Compiled:
     where: tuple[tuple[int, int], ...]
     labels: tuple[tuple[str, bytes], ...]
     digits: bytes | None
+    #: Per-row status, SI scale, precision or a sum: such metrics take their own loop
+    #: (:meth:`Poller._extended`) so plain ones keep the short path.
+    extended: bool = False
+    status: bytes | None = None
+    status_ok: frozenset[int] = frozenset({1})
+    si_scale: bytes | None = None
+    precision: bytes | None = None
+    #: Row filters on other columns (checked once per row, then cached with the point).
+    where_cols: tuple[tuple[bytes, int], ...] = ()
+    sum: bool = False
     points: dict[tuple[int, ...], str | None] = field(default_factory=dict)
 
 
@@ -82,7 +95,23 @@ def _compile(metric: Metric) -> _Compiled:
         where=tuple((metric.index.index(k), v) for k, v in metric.where.items()),
         labels=tuple((k, encode_oid(parse_oid(v))) for k, v in metric.labels.items()),
         digits=encode_oid(parse_oid(metric.digits_column)) if metric.digits_column else None,
+        extended=bool(
+            metric.status_column
+            or metric.si_scale_column
+            or metric.precision_column
+            or metric.aggregate
+        ),
+        status=_encoded(metric.status_column),
+        status_ok=frozenset(metric.status_ok),
+        si_scale=_encoded(metric.si_scale_column),
+        precision=_encoded(metric.precision_column),
+        where_cols=tuple((encode_oid(parse_oid(k)), v) for k, v in metric.where_columns.items()),
+        sum=metric.aggregate == "sum",
     )
+
+
+def _encoded(oid: str | None) -> bytes | None:
+    return encode_oid(parse_oid(oid)) if oid else None
 
 
 class DevicePlan:
@@ -106,7 +135,8 @@ class DevicePlan:
         for m in self.metrics:
             if m.get_oid is not None and m.get_oid not in gets:
                 gets.append(m.get_oid)
-            for col in (m.column, m.digits, *(c for _, c in m.labels)):
+            row_cols = (m.digits, m.status, m.si_scale, m.precision, *(c for c, _ in m.where_cols))
+            for col in (m.column, *row_cols, *(c for _, c in m.labels)):
                 if col is not None and col not in columns:
                     columns.append(col)
         self.get_oids = gets
@@ -133,7 +163,7 @@ class PollResult:
 class ReadingBuffer:
     """Readings of many polls as column lists; :meth:`take` makes one frame of them all."""
 
-    __slots__ = ("device", "point", "quantity", "ts_us", "value")
+    __slots__ = ("device", "point", "quality", "quantity", "ts_us", "value")
 
     def __init__(self) -> None:
         """Start empty."""
@@ -142,13 +172,13 @@ class ReadingBuffer:
         self.point: list[str] = []
         self.quantity: list[str] = []
         self.value: list[float] = []
+        self.quality: list[int] = []
 
     def __len__(self) -> int:
         return len(self.value)
 
     def take(self) -> pl.DataFrame:
         """All buffered readings as a reading batch; the buffer is emptied."""
-        n = len(self.value)
         frame = pl.DataFrame(
             {
                 "ts": pl.Series(self.ts_us, dtype=pl.Int64).cast(READING_SCHEMA["ts"]),
@@ -156,10 +186,11 @@ class ReadingBuffer:
                 "point": pl.Series(self.point, dtype=pl.String),
                 "quantity": pl.Series(self.quantity, dtype=pl.String),
                 "value": pl.Series(self.value, dtype=pl.Float64),
-                "quality": pl.repeat(int(Quality.RECEIVE_TIME), n, dtype=pl.UInt8, eager=True),
+                "quality": pl.Series(self.quality, dtype=pl.UInt8),
             }
         )
         self.ts_us, self.device, self.point, self.quantity, self.value = [], [], [], [], []
+        self.quality = []
         return frame
 
 
@@ -185,6 +216,7 @@ class Poller:
         self.bulk_fallback = False
         self._chunk = plan.max_oids_per_pdu
         self._chunks = self._split(plan.get_oids)
+        self._gets_only = _gets_only(plan)
 
     def _split(self, oids: list[bytes]) -> list[list[bytes]]:
         n = self._chunk
@@ -282,12 +314,16 @@ class Poller:
         ts_us: int,
         buffer: ReadingBuffer,
     ) -> PollResult:
+        if self._gets_only is not None:
+            return self._get_readings(values, self._gets_only, ts_us, buffer)
         result = PollResult()
         device = self.device
         points: list[str] = []
         quantities: list[str] = []
         out: list[float] = []
         seen: set[str] = set()
+        #: Positions in ``out`` of readings that are sums (flagged DERIVED).
+        derived: list[int] = []
         uptime = values.get(self.plan.uptime_oid)
         if isinstance(uptime, int) and not isinstance(uptime, bool):
             result.uptime_s = uptime / 100.0
@@ -312,6 +348,9 @@ class Poller:
                     points.append(m.point)
                     quantities.append(m.quantity)
                     out.append(value)
+                continue
+            if m.extended:
+                self._extended(m, by_suffix, result, seen, points, quantities, out, derived)
                 continue
             assert m.column is not None
             rows = by_suffix(m.column)
@@ -348,7 +387,108 @@ class Poller:
         buffer.point.extend(points)
         buffer.quantity.extend(quantities)
         buffer.value.extend(out)
+        qualities = [_DIRECT] * n
+        for i in derived:
+            qualities[i] = _DERIVED
+        buffer.quality.extend(qualities)
         return result
+
+    def _get_readings(
+        self,
+        values: dict[bytes, Value],
+        gets: tuple[tuple[bytes, _Compiled, bool], ...],
+        ts_us: int,
+        buffer: ReadingBuffer,
+    ) -> PollResult:
+        """:meth:`_readings` of a GET-only plan, appended straight to the buffer's columns.
+
+        Same readings in the same order as the general path (uptime, then metrics in plan
+        order, missing and rejected values left out); a poll of every healthy PDU runs it.
+        """
+        result = PollResult()
+        points, quantities, out = buffer.point, buffer.quantity, buffer.value
+        before = len(out)
+        uptime = values.get(self.plan.uptime_oid)
+        if type(uptime) is int:
+            result.uptime_s = uptime / 100.0
+            points.append("sys.uptime")
+            quantities.append("uptime_s")
+            out.append(result.uptime_s)
+        for oid, m, plain in gets:
+            raw = values.get(oid)
+            value: float | None
+            if plain and type(raw) is int and -_EXACT < raw < _EXACT:
+                # _convert's arithmetic for the usual case, without the call (an integer a
+                # float holds exactly converts without OverflowError).
+                value = raw * m.mul / m.div + m.offset
+                if value - value != 0.0:  # a scale pushed it to +-inf: _convert rejects it
+                    value = _convert(raw, m, result)
+            else:
+                value = _convert(raw, m, result)
+            if value is not None:
+                points.append(m.point)
+                quantities.append(m.quantity)
+                out.append(value)
+        n = result.readings = len(out) - before
+        buffer.ts_us.extend([ts_us] * n)
+        buffer.device.extend([self.device] * n)
+        buffer.quality.extend([_DIRECT] * n)
+        return result
+
+    def _extended(
+        self,
+        m: _Compiled,
+        by_suffix: Callable[[bytes], dict[tuple[int, ...], Value]],
+        result: PollResult,
+        seen: set[str],
+        points: list[str],
+        quantities: list[str],
+        out: list[float],
+        derived: list[int],
+    ) -> None:
+        """Rows of a metric with a per-row status, SI scale, precision or a sum."""
+        assert m.column is not None
+        digits = by_suffix(m.digits) if m.digits is not None else None
+        status = by_suffix(m.status) if m.status is not None else None
+        si_scale = by_suffix(m.si_scale) if m.si_scale is not None else None
+        precision = by_suffix(m.precision) if m.precision is not None else None
+        shift = digits is not None or si_scale is not None or precision is not None
+        found: dict[str, float | None] = {}
+        for suffix, raw in by_suffix(m.column).items():
+            point = m.points.get(suffix, "")
+            if point == "":
+                point = self._point(m, suffix, by_suffix)
+                m.points[suffix] = point
+            if point is None:
+                result.bad_index += 1
+                continue
+            if point == _FILTERED:
+                continue
+            value: float | None
+            if status is not None and status.get(suffix) not in m.status_ok:
+                result.sentinels += 1  # the device says this sensor has no valid value now
+                value = None
+            else:
+                value = _convert(raw, m, result)
+            if value is not None and shift:
+                value = _shifted(value, suffix, digits, si_scale, precision, result)
+            if m.sum:
+                if point in found:
+                    before = found[point]
+                    found[point] = None if before is None or value is None else before + value
+                else:
+                    found[point] = value
+            elif value is not None and point not in found:
+                found[point] = value
+        for point, total in found.items():
+            if total is None or point in seen or total - total != 0.0:
+                continue
+            seen.add(point)
+            if m.sum:
+                derived.append(len(out))
+            points.append(point)
+            quantities.append(m.quantity)
+            out.append(total)
 
     def _point(
         self,
@@ -369,6 +509,9 @@ class Poller:
         for pos, wanted in m.where:
             if index[pos] != wanted:
                 return _FILTERED
+        for column, wanted in m.where_cols:
+            if by_suffix(column).get(suffix) != wanted:
+                return _FILTERED
         labels: dict[str, object] = {"index": ".".join(map(str, suffix))}
         labels.update(zip(m.index, index, strict=True))
         for name, column in m.labels:
@@ -377,6 +520,68 @@ class Poller:
                 return None
             labels[name] = raw.decode("utf-8", "replace").strip() if isinstance(raw, bytes) else raw
         return m.point.format(**labels)
+
+
+def _shifted(
+    value: float,
+    suffix: tuple[int, ...],
+    digits: dict[tuple[int, ...], Value] | None,
+    si_scale: dict[tuple[int, ...], Value] | None,
+    precision: dict[tuple[int, ...], Value] | None,
+    result: PollResult,
+) -> float | None:
+    """``value`` x 10^exponent from a row's digits, SI prefix and precision columns.
+
+    The power of ten is applied once, as a multiplication or a division by an exact power
+    of ten, so 2301 at precision 1 reads 230.1 and not 230.10000000000002.
+    """
+    exponent = 0
+    if digits is not None:
+        d = digits.get(suffix)
+        if type(d) is not int or not 0 <= d <= 9:
+            result.bad_values += 1
+            return None
+        exponent -= d
+    if si_scale is not None:
+        scale = si_scale.get(suffix)
+        if type(scale) is not int or not 1 <= scale <= 17:  # RFC 3433 yocto(1)..yotta(17)
+            result.bad_values += 1
+            return None
+        exponent += 3 * (scale - 9)  # units(9) = 10^0, kilo(10) = 10^3, milli(8) = 10^-3
+    if precision is not None:
+        p = precision.get(suffix)
+        if type(p) is not int or not -8 <= p <= 9:
+            result.bad_values += 1
+            return None
+        # RFC 3433: 1..9 are decimal places; -8..-1 count accurate digits and 0 means an
+        # integer: neither shifts the value.
+        exponent -= max(p, 0)
+    if exponent > 0:
+        return value * 10.0**exponent
+    return value / 10.0**-exponent if exponent else value
+
+
+def _gets_only(plan: DevicePlan) -> tuple[tuple[bytes, _Compiled, bool], ...] | None:
+    """``(oid, metric, plain)`` of a plan that only GETs, each metric to a point of its own.
+
+    ``None`` for any other plan. Most PDUs, UPSes and meters are such plans; their
+    readings need no tables, no duplicate-point check and no per-poll lists
+    (:meth:`Poller._get_readings`). ``plain``: no sentinels and no counter range, so an
+    INTEGER is just scaled.
+    """
+    if plan.columns or any(m.get_oid is None or m.extended for m in plan.metrics):
+        return None
+    if len({m.point for m in plan.metrics}) != len(plan.metrics):
+        return None
+    return tuple(
+        (m.get_oid, m, not m.sentinels and not m.negative_is_sentinel and m.limit is None)
+        for m in plan.metrics
+        if m.get_oid is not None
+    )
+
+
+#: Integers below this in magnitude convert to float exactly (2**53).
+_EXACT = 1 << 53
 
 
 def _convert(raw: Value, m: _Compiled, result: PollResult) -> float | None:

@@ -32,6 +32,7 @@ from agent.probe import (
     print_readings,
     resolve_host,
 )
+from agent.readings import Quality
 from collectors.snmp.client import (
     AUTH_PROTOCOLS,
     PRIV_PROTOCOLS,
@@ -241,7 +242,20 @@ def register(probe_app: typer.Typer) -> None:
                 "(only sys.uptime); try --profile auto or another profile",
                 EXIT_NO_PROFILE,
             )
-        print_readings(readings, as_json=as_json, extra={"profile": profile_used})
+        columns: list[str] = []
+        if ((readings["quality"] & int(Quality.DERIVED)) != 0).any():
+            # A profile's sum (no total in the MIB) is not a device value: say so.
+            derived = (pl.col("quality") & int(Quality.DERIVED)) != 0
+            readings = readings.with_columns(
+                pl.when(derived)
+                .then(pl.lit("DERIVED (sum)"))
+                .otherwise(pl.lit(""))
+                .alias("derived")
+            )
+            columns = ["derived"]
+        print_readings(
+            readings, as_json=as_json, extra={"profile": profile_used}, extra_columns=columns
+        )
 
 
 def _print_suggestion(rows: list[WalkRow], source: str) -> None:

@@ -122,6 +122,23 @@ class Metric(BaseModel):
     labels: dict[str, Oid] = Field(default_factory=dict)
     #: Column holding the number of decimal digits at the same index (reading x 10^-digits).
     digits_column: Oid | None = None
+    #: Keep only rows whose value in another column (same index) equals the number given,
+    #: e.g. ``{ "1.3.6.1.2.1.99.1.1.1.1" = 6 }`` keeps ENTITY-SENSOR-MIB watts sensors.
+    where_columns: dict[Oid, int] = Field(default_factory=dict)
+    #: Column whose value at the same index says whether the reading is valid now; rows
+    #: whose status is not in ``status_ok`` give no reading (counted as sentinels).
+    status_column: Oid | None = None
+    status_ok: list[int] = Field(default_factory=lambda: [1])
+    #: Column holding an ENTITY-SENSOR-MIB ``SensorDataScale`` (RFC 3433: yocto(1) ..
+    #: units(9) .. yotta(17)) at the same index: reading x 10^(3 x (scale - 9)).
+    si_scale_column: Oid | None = None
+    #: Column holding an RFC 3433 ``SensorPrecision`` at the same index: 1..9 are decimal
+    #: places (reading x 10^-precision); -8..0 mean no fractional part (no shift).
+    precision_column: Oid | None = None
+    #: ``"sum"``: rows that give the same point are added into one reading flagged
+    #: ``DERIVED`` (a total the MIB does not have, e.g. over phases). A sum is left out
+    #: when any of its rows gives no value, since a partial sum would understate it.
+    aggregate: Literal["sum"] | None = None
     #: Raw values that mean "not available": no reading is produced.
     sentinels: list[int] = Field(default_factory=list)
     #: Any negative raw value means "not available" (as the MIB says for some objects).
@@ -132,7 +149,9 @@ class Metric(BaseModel):
     #: Do not read this metric (set by quirks for values a device gets wrong).
     skip: bool = False
 
-    @field_validator("oid", "column", "digits_column")
+    @field_validator(
+        "oid", "column", "digits_column", "status_column", "si_scale_column", "precision_column"
+    )
     @classmethod
     def _oid(cls, value: str | None) -> str | None:
         return None if value is None else _check_oid(value)
@@ -141,6 +160,25 @@ class Metric(BaseModel):
     @classmethod
     def _labels(cls, values: dict[str, str]) -> dict[str, str]:
         return {k: _check_oid(v) for k, v in values.items()}
+
+    @field_validator("where_columns")
+    @classmethod
+    def _where_columns(cls, values: dict[str, int]) -> dict[str, int]:
+        return {_check_oid(k): v for k, v in values.items()}
+
+    def row_columns(self) -> list[str]:
+        """The other columns read at each row's index (digits, status, scale, filters, labels)."""
+        found = [
+            c
+            for c in (
+                self.digits_column,
+                self.status_column,
+                self.si_scale_column,
+                self.precision_column,
+            )
+            if c is not None
+        ]
+        return found + list(self.where_columns) + list(self.labels.values())
 
     @model_validator(mode="after")
     def _shape(self) -> Metric:
@@ -153,12 +191,21 @@ class Metric(BaseModel):
                 f"metric {self.name!r}: point {self.point!r} uses {sorted(names - known)} "
                 "which are not in 'index' or 'labels'"
             )
-        if self.oid is not None and (self.index or self.where or self.labels or self.digits_column):
+        if self.oid is not None and (
+            self.index or self.where or self.row_columns() or self.aggregate
+        ):
             raise ValueError(
-                f"metric {self.name!r}: index/where/labels/digits_column need 'column'"
+                f"metric {self.name!r}: index, where, labels, *_column and aggregate need 'column'"
             )
         if set(self.where) - set(self.index):
             raise ValueError(f"metric {self.name!r}: 'where' names parts not in 'index'")
+        if self.aggregate is not None and (
+            "index" in names or not self.index or names >= set(self.index)
+        ):
+            raise ValueError(
+                f"metric {self.name!r}: a sum needs 'index' and a point that leaves out "
+                "the index part(s) summed over"
+            )
         return self
 
 
@@ -189,6 +236,9 @@ class Profile(BaseModel):
     priority: int = 0
     #: The device's own uptime (TimeTicks); read with every poll as ``uptime_s``.
     uptime_oid: Oid = SYS_UPTIME
+    #: Quantities the trial poll must read for auto-detection to choose this profile (a
+    #: generic table that answers without a power sensor is no power source).
+    requires: list[Quantity] = Field(default_factory=list)
     metrics: list[Metric]
     quirks: dict[str, Quirk] = Field(default_factory=dict)
 

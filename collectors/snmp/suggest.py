@@ -19,6 +19,13 @@ written down for a person to confirm. What is guessed, and from what:
   scale of the number column that equals it (self-describing tables);
 - **energy** — only from such text: a register's unit cannot be told from one reading.
 
+Large walks (a PDU with thousands of varbinds): a table's voltage columns are chosen per
+column (the scale most of its loaded rows fit), each row's power window is looked up in
+its values sorted once, and only the triples that fit in the most rows are scored. Scale
+pairs that fit equally (0.01 A x W, 0.1 A x 10 W) are decided for the most common scales
+(W, then 0.1 A), never by search order. The draft keeps at most 16 metrics, grouped
+by table (tables with a power column first), and names the candidates it leaves out.
+
 The draft loads as a profile (``match`` on the device's sysObjectID and its power
 column); every metric line carries a ``CONFIRM`` comment with the arithmetic behind it.
 """
@@ -26,6 +33,7 @@ column); every metric line carries a ``CONFIRM`` comment with the arithmetic beh
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
@@ -53,8 +61,12 @@ _MIN_RAW = 5
 _MIN_VA = 50.0
 #: At most this many columns per quantity go into the draft (the most rows first).
 _MAX_PER_QUANTITY = 4
+#: At most this many metrics in a draft; weaker candidates are named in a comment.
+_MAX_METRICS = 16
 #: At most this many tables' V, I, P triples go into the draft.
 _MAX_TABLES = 3
+#: Per table, only this many (V, I, P) column triples that fit in the most rows are scored.
+_MAX_TRIPLES = 200
 #: Text units the devices write, -> (quantity, multiplier to the quantity's unit).
 _UNITS = {
     "W": ("power_w", 1.0),
@@ -202,30 +214,56 @@ def _fits_row(row: dict[int, int], t: Triple) -> bool | None:
 
 def _table_candidates(
     entry: tuple[int, ...], rows: list[dict[int, int]]
-) -> tuple[tuple[int, float, float], list[Candidate]] | None:
+) -> tuple[tuple[int, float, float, int, int], list[Candidate]] | None:
     """The V, I, P columns of one table: the triple that fits in the most of its rows.
 
     Accidental fits (a threshold that looks like a voltage, a count that looks like a
     current) hold in one row; a real triple holds in every loaded row of the table.
     """
-    triples: set[Triple] = set()
+    # Voltage columns first: a column whose loaded rows scale to a mains voltage at one
+    # scale in at least half of them (per column, not per value: a table's column has one
+    # unit). On a large walk this keeps the search to the few real voltage columns.
+    volt_cols: dict[int, float] = {}
+    for column in {c for row in rows for c in row}:
+        loaded = [row[column] for row in rows if row.get(column, 0) >= _MIN_RAW]
+        scales = Counter(s for s in map(_voltage_scale, loaded) if s is not None)
+        if scales:
+            scale, hits = scales.most_common(1)[0]
+            if 2 * hits >= len(loaded):
+                volt_cols[column] = scale
+    if not volt_cols:
+        return None
+    # Every (V, I, P) column triple and scale pair that fits in a row, counted over rows:
+    # for each V and I the power window 0.4..1.05 x V x I is looked up in the row's values
+    # sorted once (bisect), instead of trying every column as P.
+    counts: Counter[Triple] = Counter()
     for row in rows:
-        plausible = {c: v for c, v in row.items() if v >= _MIN_RAW}
-        for v_col, v_raw in plausible.items():
-            v_scale = _voltage_scale(v_raw)
-            if v_scale is None:
+        plausible = sorted((v, c) for c, v in row.items() if v >= _MIN_RAW)
+        raws = [v for v, _ in plausible]
+        for v_col, v_scale in volt_cols.items():
+            v_raw = row.get(v_col, 0)
+            if v_raw < _MIN_RAW:
                 continue
-            for i_col in plausible:
-                for p_col in plausible:
-                    if len({v_col, i_col, p_col}) < 3:
+            volts = v_raw * v_scale
+            for i_raw, i_col in plausible:
+                if i_col == v_col:
+                    continue
+                for i_scale in _CURRENT_SCALES:
+                    apparent = volts * i_raw * i_scale
+                    if apparent < _MIN_VA:
                         continue
-                    for i_scale in _CURRENT_SCALES:
-                        for p_scale in _POWER_SCALES:
-                            t = (v_col, v_scale, i_col, i_scale, p_col, p_scale)
-                            if _fits_row(row, t):
-                                triples.add(t)
-    best: tuple[tuple[int, float, float], Triple] | None = None
-    for t in triples:
+                    for p_scale in _POWER_SCALES:
+                        low = bisect_left(raws, _PF_RANGE[0] * apparent / p_scale)
+                        high = bisect_right(raws, _PF_RANGE[1] * apparent / p_scale)
+                        for _, p_col in plausible[low:high]:
+                            if p_col not in (v_col, i_col):
+                                t = (v_col, v_scale, i_col, i_scale, p_col, p_scale)
+                                if _fits_row(row, t):  # the exact test, at the window's edges
+                                    counts[t] += 1
+    best: tuple[tuple[int, float, float, int, int], Triple] | None = None
+    # Only the triples that fit in the most rows can win: score those (a large table has
+    # thousands of one-row chance fits).
+    for t, _ in counts.most_common(_MAX_TRIPLES):
         verdicts = [_fits_row(row, t) for row in rows]
         good, bad = verdicts.count(True), verdicts.count(False)
         if bad > good:
@@ -233,7 +271,16 @@ def _table_candidates(
         sample = next(row for row, ok in zip(rows, verdicts, strict=True) if ok)
         volts = sample[t[0]] * t[1]
         pf = sample[t[4]] * t[5] / (volts * sample[t[2]] * t[3])
-        score = (good - bad, -round(_nominal_distance(volts), 2), -abs(pf - _TYPICAL_PF))
+        # Scale pairs with the same ratio (0.01 A x W, 0.1 A x 10 W) fit equally well: the
+        # most common scales win (W before 10 W, then 0.1 A before 0.01 A), never the order
+        # in which they were found; the power factor is compared rounded for the same reason.
+        score = (
+            good - bad,
+            -round(_nominal_distance(volts), 2),
+            -round(abs(pf - _TYPICAL_PF), 3),
+            -_POWER_SCALES.index(t[5]),
+            -_CURRENT_SCALES.index(t[3]),
+        )
         if best is None or score > best[0]:
             best = (score, t)
     if best is None:
@@ -315,8 +362,34 @@ def _merge(candidates: list[Candidate]) -> list[Candidate]:
             {f"{q} x {s:g}" for (q, s) in votes if (q, s) != (quantity, scale)}
             | {a for c in found for a in c.alternatives}
         )
-        merged.append(Candidate(column, quantity, scale, first.evidence, others, count))
+        # Votes: the rows a table's triple fits in (or how many readings agree, if more).
+        rows = max(c.votes for c in found if (c.quantity, c.scale) == (quantity, scale))
+        merged.append(Candidate(column, quantity, scale, first.evidence, others, max(count, rows)))
     return sorted(merged, key=lambda c: c.column)
+
+
+def _by_table(candidates: list[Candidate]) -> list[Candidate]:
+    """Candidates grouped by table (entry OID): tables with power first, then by evidence.
+
+    Within a table: power, energy, apparent power, voltage, current, frequency, so a draft
+    reads table by table as a person checks it against the MIB.
+    """
+    tables: dict[tuple[int, ...], list[Candidate]] = defaultdict(list)
+    for c in candidates:
+        tables[c.column[:-1]].append(c)
+    ranked = sorted(
+        tables.items(),
+        key=lambda item: (
+            min(_ORDER.index(c.quantity) for c in item[1]),  # tables with power first
+            -max(c.votes for c in item[1]),
+            item[0],
+        ),
+    )
+    return [
+        c
+        for _, group in ranked
+        for c in sorted(group, key=lambda c: (_ORDER.index(c.quantity), c.column))
+    ]
 
 
 _ORDER = ("power_w", "energy_kwh", "apparent_power_va", "voltage_v", "current_a", "frequency_hz")
@@ -341,7 +414,7 @@ def suggest_profile(walk: list[WalkRow]) -> Suggestion:
     sys_object_id = values.get(SYS_OBJECT_ID)
     descr = values.get(SYS_DESCR)
     candidates: list[Candidate] = []
-    tables: list[tuple[tuple[int, float, float], list[Candidate]]] = []
+    tables: list[tuple[tuple[int, float, float, int, int], list[Candidate]]] = []
     for index_len in (1, 2):
         by_entry: dict[tuple[int, ...], list[dict[int, int]]] = defaultdict(list)
         for (entry, _index), row in _rows(walk, index_len).items():
@@ -362,12 +435,15 @@ def suggest_profile(walk: list[WalkRow]) -> Suggestion:
     merged = [
         c for c in merged if not any(o != c.column and c.column[: len(o)] == o for o in columns)
     ]
-    # The columns that fitted in the most rows first; a handful per quantity.
+    # The columns that fitted in the most rows first; a handful per quantity, at most
+    # _MAX_METRICS in all (a large walk has dozens of chance fits): the rest are named.
     merged.sort(key=lambda c: (_ORDER.index(c.quantity), -c.votes, c.column))
     kept: list[Candidate] = []
     for quantity in _ORDER:
         kept += [c for c in merged if c.quantity == quantity][:_MAX_PER_QUANTITY]
-    merged = kept
+    kept = kept[:_MAX_METRICS]  # in quantity order: frequencies go before power would
+    left_out = [c for c in merged if c not in kept]
+    merged = _by_table(kept)
     lines = [
         f"# Drafted by `pue-agent probe snmp --suggest` for {descr.decode(errors='replace')!r}"
         if isinstance(descr, bytes)
@@ -389,8 +465,17 @@ def suggest_profile(walk: list[WalkRow]) -> Suggestion:
         lines.append(f'present = ["{oid_str(power[0].column)}"]')
     elif not isinstance(sys_object_id, tuple):
         lines.append('present = ["CONFIRM: an OID the device must answer"]')
+    shown_table: tuple[int, ...] | None = None
     for number, c in enumerate(merged, 1):
         column = oid_str(c.column)
+        if c.column[:-1] != shown_table:
+            shown_table = c.column[:-1]
+            fit_rows = max(x.votes for x in merged if x.column[:-1] == shown_table)
+            lines += [
+                "",
+                f"# --- table {oid_str(shown_table)}, evidence from {fit_rows} row(s)",
+                "# CONFIRM: these columns are one MIB table (index = the last sub-identifier)",
+            ]
         lines += [
             "",
             "[[metrics]]",
@@ -408,6 +493,17 @@ def suggest_profile(walk: list[WalkRow]) -> Suggestion:
         lines.append(note)
     if not merged:
         lines += ["", "# No power, voltage or current column could be told from the values alone."]
+    if left_out:
+        shown = ", ".join(
+            f"{oid_str(c.column)} ({c.quantity} x {c.scale:g})" for c in left_out[:10]
+        )
+        more = f" and {len(left_out) - 10} more" if len(left_out) > 10 else ""
+        lines += [
+            "",
+            f"# {len(left_out)} weaker candidate column(s) left out (fewer rows fit): "
+            f"{shown}{more}.",
+            "# CONFIRM none of them is the power column before dropping them.",
+        ]
     if merged and not any(c.quantity == "energy_kwh" for c in merged):
         lines += [
             "",

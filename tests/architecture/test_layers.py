@@ -21,8 +21,15 @@ PACKAGES = ("agent", "collectors", "rules")
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "foundation",
-        ("agent", "agent.logs", "agent.metrics", "agent.readings", "agent.schemas",
-         "agent.periods", "agent.patterns"),
+        (
+            "agent",
+            "agent.logs",
+            "agent.metrics",
+            "agent.readings",
+            "agent.schemas",
+            "agent.periods",
+            "agent.patterns",
+        ),
     ),
     ("config", ("agent.settings", "agent.site")),
     ("durable", ("agent.journal", "agent.plugins", "agent.keys", "agent.realtime", "agent.probe")),
@@ -30,7 +37,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("kpi", ("agent.kpi", "agent.green", "agent.importer")),
     ("rules", ("rules",)),
     ("aggregator", ("agent.aggregator",)),
-    ("edges", ("agent.sinks", "collectors")),
+    ("edges", ("agent.sinks", "agent.fleet", "collectors")),
     ("outputs", ("agent.report", "agent.pipeline")),
     ("api", ("agent.api",)),
     ("service", ("agent.service",)),

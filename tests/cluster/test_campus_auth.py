@@ -8,11 +8,18 @@ wrong password is reported without the password in any log line.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+import nats
+import nats.errors
+import nats.js.errors
 import pytest
+from nats.js.api import KeyValueConfig
 
+from agent.fleet import fleet_list
+from agent.settings import AgentSettings
 from tests.cluster.helpers import (
     aggregator_agent,
     collector_of,
@@ -109,6 +116,67 @@ async def test_deployment_permissions_and_credentials(
     for user in ("aggregator", "b1-pdus", "b1-meters-a"):
         assert _password(user) not in output.out + output.err
     assert "not-the-password" not in output.out + output.err
+
+
+async def test_fleet_permissions_one_key_per_site_and_a_read_only_head_office(
+    tmp_path: Path,
+) -> None:
+    # users.conf as shipped: the campus's aggregator may write pue_fleet/campus-nw (the
+    # site id of deploy/campus/agents/site.toml) and nothing else in the bucket; the head
+    # office's fleet-reader lists every site through `fleet_list` (what `kpi --fleet` and
+    # the API call) and cannot write.
+    users = re.sub(
+        r'"\$2a\$11\$REPLACE_WITH_BCRYPT_HASH_OF_([a-z0-9-]+)"',
+        lambda m: f'"{_password(m.group(1))}"',
+        (DEPLOY / "users.conf").read_text(encoding="utf-8"),
+    )
+    server = start_nats(
+        tmp_path / "nats", extra='include "users.conf"\n', files={"users.conf": users}
+    )
+    summary = {"summary": {"site": "campus-nw", "month": "2026-11"}, "signature": None}
+    try:
+        writer = await nats.connect(
+            servers=server.urls, user="aggregator", password=_password("aggregator")
+        )
+        try:
+            js = writer.jetstream(timeout=2.0)
+            # What the fleet sink does on first start: open the bucket, else create it.
+            kv = await js.create_key_value(KeyValueConfig(bucket="pue_fleet", history=1))
+            await kv.put("campus-nw", json.dumps(summary).encode())
+            with pytest.raises((nats.errors.Error, nats.js.errors.Error)):
+                await kv.put("other-site", b"{}")  # another site's key: not granted
+        finally:
+            await writer.close()
+        secrets = tmp_path / "secrets"
+        secrets.mkdir()
+        (secrets / "nats-fleet-reader").write_text(_password("fleet-reader") + "\n")
+        reader = AgentSettings(
+            state_dir=tmp_path / "hq",
+            secrets_dir=secrets,
+            sinks=[
+                {
+                    "kind": "fleet",
+                    "name": "fleet",
+                    "servers": server.urls,
+                    "user": "fleet-reader",
+                    "password_secret": "nats-fleet-reader",
+                    "request_timeout_s": 2.0,
+                }
+            ],
+        )
+        rows = await fleet_list(reader)
+        assert [(r["site"], r["signature"]) for r in rows] == [("campus-nw", "unsigned")]
+        intruder = await nats.connect(
+            servers=server.urls, user="fleet-reader", password=_password("fleet-reader")
+        )
+        try:
+            kv = await intruder.jetstream(timeout=2.0).key_value("pue_fleet")
+            with pytest.raises((nats.errors.Error, nats.js.errors.Error)):
+                await kv.put("campus-nw", b"{}")
+        finally:
+            await intruder.close()
+    finally:
+        server.stop()
 
 
 async def test_a_batch_over_the_servers_max_payload_is_held_with_an_alarm(

@@ -1,24 +1,36 @@
 """Scheduling and robustness of the collector: cadence beside black holes, failure logging,
-GETBULK fallback, configuration errors, and the lean v2c path against pysnmp's."""
+GETBULK fallback, configuration errors, the lean v2c path against pysnmp's, and the
+bookkeeping that keeps a poll cheap (shared timeouts, batched metrics, the slot pool)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import socket
 import statistics
+import threading
 import tomllib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
 import pytest
 import structlog
+from prometheus_client import CollectorRegistry, Histogram
+from pydantic import SecretStr
 
+from agent import metrics
+from agent.plugins import CollectorContext
 from agent.settings import ConfigError
 from collectors.snmp import build
+from collectors.snmp.ber import encode_oid, parse_oid
+from collectors.snmp.client import SnmpTimeoutError, UdpDispatcher, V2cSession
+from collectors.snmp.collector import _observe_many, _Pool
 from tests.paths import ROOT
 from tests.servers import free_udp_port
 from tests.servers.snmp import black_hole, bulk_dropping_relay, snmpd
-from tests.snmp.conftest import poll_once, run_collector, settings, value_of
+from tests.snmp.conftest import Capture, poll_once, run_collector, settings, value_of
 from tests.snmp.test_profiles_walks import CASES
 
 HEALTHY = ["janitza-umg96_umg96", "apc-inrow", "apc_smart1500"]  # one GET PDU per poll each
@@ -295,3 +307,216 @@ def test_sample_config_builds(tmp_path: Path) -> None:
         "10.20.2.130",
         "snmp-community",
     )
+
+
+@contextlib.contextmanager
+def _late_relay(target_port: int, delay_s: float) -> Iterator[int]:
+    """A UDP relay to a real agent that answers only the first copy of each request,
+    ``delay_s`` late (a congested line): retries with the same request id must still
+    take that answer."""
+    front = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    front.bind(("127.0.0.1", 0))
+    front.settimeout(0.05)
+    back = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    back.bind(("127.0.0.1", 0))
+    back.settimeout(2)
+    stop = threading.Event()
+    seen: set[bytes] = set()
+
+    def answer(data: bytes, addr: tuple[str, int]) -> None:
+        # A timer may fire after the relay closed (the test is over): nothing to relay then.
+        with contextlib.suppress(OSError):
+            back.sendto(data, ("127.0.0.1", target_port))
+            front.sendto(back.recvfrom(65535)[0], addr)
+
+    def pump() -> None:
+        while not stop.is_set():
+            try:
+                data, addr = front.recvfrom(65535)
+            except TimeoutError:
+                continue
+            if data in seen:  # a retry: same bytes, same request id
+                continue
+            seen.add(data)
+            threading.Timer(delay_s, answer, (data, addr)).start()
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        yield front.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(2)
+        front.close()
+        back.close()
+
+
+SYS_UPTIME = encode_oid(parse_oid("1.3.6.1.2.1.1.3.0"))
+
+
+async def test_dispatcher_retries_take_a_late_answer_and_time_out_on_schedule() -> None:
+    """Timeouts come from one shared timer: an answer 0.3 s late to a 0.2 s timeout is taken
+    during the retry (same request id); without a retry it is a timeout after 0.2 s (+ at
+    most 0.02 s of slack); a silent device times out after (retries + 1) x 0.2 s."""
+    dispatcher = UdpDispatcher()
+    await dispatcher.open()
+    loop = asyncio.get_running_loop()
+    try:
+        with snmpd([]) as agent, _late_relay(agent.port, 0.3) as relay:
+            retried = V2cSession(dispatcher, "127.0.0.1", relay, SecretStr("public"), 0.2, 1)
+            t0 = loop.time()
+            [(oid, uptime)] = await retried.get([SYS_UPTIME])
+            assert oid == SYS_UPTIME and isinstance(uptime, int)
+            assert 0.3 <= loop.time() - t0 < 0.4  # 0.2 s timeout, then the late answer
+            once = V2cSession(dispatcher, "127.0.0.1", relay, SecretStr("public"), 0.2, 0)
+            t0 = loop.time()
+            with pytest.raises(SnmpTimeoutError, match=r"1 tries of 0\.2 s"):
+                await once.get([SYS_UPTIME])
+            assert 0.2 <= loop.time() - t0 < 0.2 + 0.02 + 0.05  # slack, and the loop's latency
+        with black_hole() as hole:
+            silent = V2cSession(dispatcher, "127.0.0.1", hole, SecretStr("public"), 0.1, 2)
+            t0 = loop.time()
+            with pytest.raises(SnmpTimeoutError, match=r"3 tries of 0\.1 s"):
+                await silent.get([SYS_UPTIME])
+            assert 0.3 <= loop.time() - t0 < 0.3 + 3 * 0.01 + 0.05  # 3 x (0.1 s + <= 0.01 s)
+        assert not dispatcher._pending  # nothing left behind
+    finally:
+        dispatcher.close()
+
+
+def test_batched_histogram_equals_observe() -> None:
+    """Poll latencies reach the histogram once per flush; the buckets, count and sum must be
+    those that one observe() per value gives (bounds included: observe counts v <= bound)."""
+    buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+    values = [0.0, 0.004, 0.005, 0.0051, 0.01, 0.3, 0.5, 2.5, 29.9, 30.0, 31.0, 1e6]
+    one, batch = CollectorRegistry(), CollectorRegistry()
+    each = Histogram("h", "h", buckets=buckets, registry=one)
+    for v in values:
+        each.observe(v)
+    batched = Histogram("h", "h", buckets=buckets, registry=batch)
+    _observe_many(batched, values)
+    for bound in [*buckets, float("inf")]:
+        le = {"le": "+Inf" if bound == float("inf") else repr(float(bound))}
+        assert batch.get_sample_value("h_bucket", le) == one.get_sample_value("h_bucket", le)
+    # 0.0, 0.004 and 0.005 are <= 0.005: three in the first bucket, twelve in +Inf.
+    assert batch.get_sample_value("h_bucket", {"le": "0.005"}) == 3
+    assert batch.get_sample_value("h_count") == len(values) == 12
+    assert batch.get_sample_value("h_sum") == pytest.approx(sum(values))
+
+
+async def test_pool_hands_a_freed_slot_to_the_longest_waiter() -> None:
+    pool = _Pool(2)
+    assert pool.take() is None and pool.take() is None  # two free slots
+    first, second, third = pool.take(), pool.take(), pool.take()
+    assert first is not None and second is not None and third is not None
+    second.cancel()  # its poll was cancelled while waiting: skipped
+    pool.give()
+    assert first.done() and not third.done()
+    pool.give()
+    assert third.done()
+    pool.give()
+    pool.give()
+    assert pool.take() is None and pool.take() is None and pool.take() is not None
+
+
+async def test_poll_counts_reach_prometheus(sim) -> None:
+    """Counters are published per flush and at the end: pue_agent_polls_total equals the
+    polls made, and the latency histogram counts every good poll."""
+    labels = {"collector": "snmp-test", "device": "apc-inrow"}
+    before = metrics.REGISTRY.get_sample_value("pue_agent_polls_total", labels) or 0.0
+    seconds = {"collector": "snmp-test"}
+    observed = metrics.REGISTRY.get_sample_value("pue_agent_poll_seconds_count", seconds) or 0.0
+    _, collector = await poll_once(sim, "apc-inrow")
+    state = collector.states["apc-inrow"]
+    assert state.polls >= 1 and state.finished >= 1 and not state.failing
+    after = metrics.REGISTRY.get_sample_value("pue_agent_polls_total", labels)
+    assert after == before + state.polls
+    counted = metrics.REGISTRY.get_sample_value("pue_agent_poll_seconds_count", seconds)
+    assert counted == observed + state.finished
+
+
+#: A one-GET profile for snmpd's override below (ENTERPRISE-ish test OID, W).
+ONE_GET_PROFILE = (
+    'description = "test meter: one gauge"\nmib = "none"\n[match]\npresent = ["1.3.6.1.4.1.99.7"]\n'
+    '[[metrics]]\nname = "p"\noid = "1.3.6.1.4.1.99.7.1.0"\npoint = "p"\nquantity = "power_w"\n'
+)
+
+
+async def _until(check: Callable[[], object], what: str, timeout_s: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_lane_polls_and_community_rotation_without_restart(tmp_path: Path) -> None:
+    """A healthy one-PDU v2c device is polled by the schedule itself (lane mode) with the
+    readings of the full path. Its agent changes community: timeouts, logged once as
+    failing; the secret file follows: the collector reads it again, builds a new session
+    and recovers (no restart), back in lane mode; no community in any log."""
+    old, new = "comm-before-6c2f", "comm-after-0b9e"
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "pdu-comm").write_text(old + "\n")
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "one-get.toml").write_text(ONE_GET_PROFILE)
+    port = free_udp_port()
+    device = {
+        "name": "pdu-rot",
+        "host": "127.0.0.1",
+        "port": port,
+        "community_secret": "pdu-comm",
+        "profile": "one-get",
+        "interval_s": 0.2,
+        "jitter_s": 0,
+        "timeout_s": 0.2,
+        "retries": 0,
+        "backoff_max_s": 0.4,
+    }
+    collector = build(
+        "lane",
+        {"devices": [device], "profiles_dir": str(profiles), "flush_s": 0.05},
+        settings(secrets_dir=secrets),
+    )
+    collector.first_poll_now = True
+    capture = Capture()
+    ctx = CollectorContext(name="lane", settings=collector.settings, emit=capture)
+    overrides = [("1.3.6.1.4.1.99.7.1.0", "integer", "4242")]
+    task: asyncio.Task[None] | None = None
+    with structlog.testing.capture_logs() as events:
+        try:
+            with snmpd(overrides, community=old, port=port):
+                task = asyncio.create_task(collector.run(ctx))
+                await _until(lambda: "pdu-rot" in collector.states, "the collector")
+                state = collector.states["pdu-rot"]
+                # The first poll resolves the profile on the full path; then the lane.
+                await _until(lambda: state.lane_polls >= 3, "lane polls")
+                assert not state.failing
+            with snmpd(overrides, community=new, port=port):
+                await _until(lambda: state.failing, "the failure")
+                failed = state.failed_polls
+                await _until(lambda: state.failed_polls >= failed + 1, "another failed poll")
+                (secrets / "pdu-comm").write_text(new + "\n")
+                await _until(lambda: not state.failing, "recovery")
+                lane_before, rows = state.lane_polls, sum(b.height for b in capture.batches)
+                await _until(lambda: state.lane_polls >= lane_before + 3, "lane polls again")
+                await _until(lambda: sum(b.height for b in capture.batches) > rows, "readings")
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    names = [e["event"] for e in events]
+    assert names.count("device failing") == 1 and names.count("device recovered") == 1
+    assert names.count("device credentials changed, new session") == 1
+    assert next(e for e in events if e["event"] == "device failing")["reason"] == "timeout"
+    assert old not in repr(events) and new not in repr(events)
+    frame = capture.frame()
+    # Every reading, first poll (full path) and lane polls alike: 4242 W and sysUpTime.
+    assert set(frame.filter(pl.col("point") == "p")["value"]) == {4242.0}
+    # One reading per good poll: the first (it resolves the profile) and the recovery poll
+    # (made at once with the new community) take the full path, all others the lane.
+    assert frame.filter(pl.col("point") == "p").height == state.lane_polls + 2
+    assert set(frame["point"]) == {"p", "sys.uptime"}
+    assert set(frame["quality"]) == {1}  # RECEIVE_TIME

@@ -5,8 +5,10 @@ and its ``coverage/`` folder, one community per recording. Each is detected and
 polled over real UDP, concurrently, once per module. ``tests/snmp/coverage.toml``
 states per recording the profile that must be chosen (``""`` = none may claim it),
 whether the device reports power / has an energy counter, and expected readings
-written as MIB arithmetic beside them (raw value x the MIB's unit). The coverage
-figures the issue asks for are computed from the same table and printed.
+written as MIB arithmetic beside them (raw value x the MIB's unit), and which of them
+are sums the profile forms (flagged ``DERIVED``). The coverage figures the issue asks
+for are computed from the same table and printed; the ``synthetic/`` walks (written
+from RFC 3433's arithmetic, not recordings) are checked but left out of the figures.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
+from agent.readings import Quality
 from collectors.snmp.client import UdpDispatcher
 from collectors.snmp.collector import make_session
 from collectors.snmp.detect import Detection, detect_plan, implausible
 from collectors.snmp.poller import DevicePlan, Poller, ReadingBuffer
-from collectors.snmp.profiles import load_profiles
+from collectors.snmp.profiles import DeviceFacts, Metric, load_profiles, rank_profiles
 from tests.servers.snmp import SnmpsimServer
 from tests.snmp.conftest import SNMP_FIXTURES
 
@@ -37,6 +40,7 @@ class Outcome:
 
     detection: Detection
     readings: dict[str, float] = field(default_factory=dict)
+    qualities: dict[str, int] = field(default_factory=dict)
 
     @property
     def profile(self) -> str:
@@ -46,7 +50,11 @@ class Outcome:
 
 def _recordings() -> list[str]:
     top = sorted(p.stem for p in SNMP_FIXTURES.glob("*.snmprec"))
-    more = sorted(f"coverage/{p.stem}" for p in (SNMP_FIXTURES / "coverage").glob("*.snmprec"))
+    more = [
+        f"{folder}/{p.stem}"
+        for folder in ("coverage", "synthetic")
+        for p in sorted((SNMP_FIXTURES / folder).glob("*.snmprec"))
+    ]
     return top + more
 
 
@@ -73,6 +81,7 @@ async def _probe(dispatcher: UdpDispatcher, port: int, name: str) -> Outcome:
         await Poller(name, session, detection.plan).poll(buffer)
         frame = buffer.take()
         outcome.readings = dict(zip(frame["point"], frame["value"], strict=True))
+        outcome.qualities = dict(zip(frame["point"], frame["quality"], strict=True))
     return outcome
 
 
@@ -117,10 +126,18 @@ def test_profile_chosen_and_values_read(outcomes: dict[str, Outcome]) -> None:
                 + (f" (refused: {why})" if why else "")
             )
             continue
+        derived = set(row.get("derived", []))  # type: ignore[call-overload]
         for point, expected in dict(row.get("expect", {})).items():  # type: ignore[call-overload]
             value = got.readings.get(point)
             if value is None or value != pytest.approx(expected, rel=1e-9):
                 problems.append(f"{name}: {point} = {value}, expected {expected}")
+                continue
+            # A profile's sum is flagged DERIVED; a value the device reports is not.
+            flagged = bool(got.qualities[point] & Quality.DERIVED)
+            if flagged != (point in derived):
+                problems.append(f"{name}: {point} quality {got.qualities[point]}")
+        if derived - set(dict(row.get("expect", {}))):  # type: ignore[call-overload]
+            problems.append(f"{name}: 'derived' names points without an expected value")
     assert not problems, "\n".join(problems)
 
 
@@ -131,7 +148,7 @@ def test_coverage_figures(outcomes: dict[str, Outcome], capsys: pytest.CaptureFi
     matches; likewise for energy. Counted over the recordings whose device reports power
     (and is not a stub), and over those with an energy register.
     """
-    table = _table()
+    table = {n: r for n, r in _table().items() if not n.startswith("synthetic/")}
 
     def right(name: str, suffix: str) -> bool:
         got, row = outcomes[name], table[name]
@@ -186,7 +203,11 @@ def test_janitza_umg604_is_not_claimed_by_the_umg96_profile(
 
 
 def _trial(sim: SnmpsimServer, name: str, plan: DevicePlan) -> list[str]:
-    async def run() -> list[str]:
+    return implausible(_poll(sim, name, plan))
+
+
+def _poll(sim: SnmpsimServer, name: str, plan: DevicePlan) -> pl.DataFrame:
+    async def run() -> pl.DataFrame:
         dispatcher = UdpDispatcher()
         await dispatcher.open()
         try:
@@ -203,7 +224,7 @@ def _trial(sim: SnmpsimServer, name: str, plan: DevicePlan) -> list[str]:
             )
             buffer = ReadingBuffer()
             await Poller(name, session, plan).poll(buffer)
-            return implausible(buffer.take())
+            return buffer.take()
         finally:
             dispatcher.close()
 
@@ -259,3 +280,116 @@ def test_implausible_reading_groups() -> None:
     )
     problems = implausible(frame)
     assert len(problems) == 1 and problems[0].startswith("a:")  # b is idle: P = 0
+
+
+def test_phase_sum_is_flagged_derived(outcomes: dict[str, Outcome], sim: SnmpsimServer) -> None:
+    """Vertiv MN03: no pduTotal row, so the profile sums the phases and flags the sum DERIVED.
+
+    pduPhaseRealPower .12.1..3 = 1464 + 1477 + 1458 = 4399 W; pduPhaseEnergy .15.1..3 =
+    (5207918 + 5284954 + 5191126) Wh x 0.001 = 15683.998 kWh. The phase readings are the
+    device's own values: receive time only, not DERIVED.
+    """
+    got = outcomes["coverage/vertiv-pdu_mn03edr1"]
+    assert got.readings["total.power"] == 1464 + 1477 + 1458 == 4399
+    assert got.readings["total.energy"] == pytest.approx((5207918 + 5284954 + 5191126) / 1000)
+    derived = int(Quality.RECEIVE_TIME | Quality.DERIVED)
+    assert got.qualities["total.power"] == got.qualities["total.energy"] == derived
+    assert got.qualities["phase.2.power"] == int(Quality.RECEIVE_TIME)
+    # A phase without a value leaves the sum out (a partial sum would understate the total):
+    # the same profile with phase 2's 1477 W declared a sentinel reads no total.power.
+    profile = load_profiles()["vertiv-geist-phases"]
+    metrics = [
+        m.model_copy(update={"sentinels": [1477]}) if m.name == "pduPhaseRealPower-sum" else m
+        for m in profile.metrics
+    ]
+    frame = _poll(
+        sim,
+        "coverage/vertiv-pdu_mn03edr1",
+        DevicePlan(profile.model_copy(update={"metrics": metrics})),
+    )
+    points = set(frame["point"].to_list())
+    assert "phase.2.power" in points and "total.energy" in points
+    assert "total.power" not in points
+
+
+def test_entity_sensor_fallback(outcomes: dict[str, Outcome]) -> None:
+    """ENTITY-SENSOR-MIB rows: type filter, SI scale and precision per row, oper status.
+
+    Only watts(6), amperes(5), voltsAC(3) and voltsDC(4) rows are read; sensor 13 (watts,
+    entPhySensorOperStatus unavailable(2)) and sensor 31 (celsius) give nothing. A walk
+    without a watts row is refused: the fall-back is a power source or nothing.
+    """
+    got = outcomes["synthetic/entity-sensor"]
+    assert got.profile == "entity-sensor"
+    assert sorted(p for p in got.readings if p != "sys.uptime") == [
+        "sensor.11.power",
+        "sensor.12.power",
+        "sensor.14.power",
+        "sensor.15.power",
+        "sensor.21.current",
+        "sensor.22.voltage",
+        "sensor.23.dc_voltage",
+    ]
+    assert got.readings["sensor.12.power"] == 153 * 10 ** (3 * (10 - 9)) / 10**2  # kilo, 2 places
+    # milli, 1 place: 10^(3 x (8 - 9)) x 10^-1 = 10^-4, applied as one division (exact)
+    assert got.readings["sensor.15.power"] == 123456 / 10**4 == 12.3456
+    refused = outcomes["synthetic/entity-sensor-no-watts"].detection
+    assert refused.plan is None
+    assert refused.refused == {"entity-sensor": "reads no power_w"}
+    # Ranked below every vendor profile and UPS-MIB (priority 0).
+    priorities = {p.name: p.priority for p in load_profiles().values()}
+    assert priorities.pop("entity-sensor") < min(priorities.values())
+
+
+@pytest.mark.parametrize(
+    ("profile", "answered"),
+    [
+        ("apc-smart-ups", "1.3.6.1.4.1.318.1.1.1.4.3"),  # PowerNet-MIB upsHighPrecOutput
+        ("apc-rpdu2", "1.3.6.1.4.1.318.1.1.26.4.3.1.5"),  # rPDU2DeviceStatusPower
+        ("apc-epdu", "1.3.6.1.4.1.318.1.1.30.4.2.1.6"),  # ePDUPhaseStatusActivePower
+        ("liebert-gp-power", "1.3.6.1.4.1.476.1.42.3.5.2.2.1.8"),  # lgpPwrMeasurementPoint...
+        ("liebert-gp-pdu", "1.3.6.1.4.1.476.1.42.3.8.30.20.1.65"),  # lgpPduPsEntryPwrTotal
+        ("eaton-xups", "1.3.6.1.4.1.534.1.4.4.1.4"),  # XUPS-MIB xupsOutputWatts
+        ("entity-sensor", "1.3.6.1.2.1.99.1.1.1.1"),  # entPhySensorType
+    ],
+)
+def test_generic_tables_chosen_by_what_the_walk_answers(profile: str, answered: str) -> None:
+    """A card with a foreign sysObjectID that answers a vendor's generic table gets its profile.
+
+    (The Eaton 93E recording is the real case: sysObjectID 1.3.6.1.4.1.705.1, XUPS-MIB.)
+    """
+    facts = DeviceFacts(sys_object_id="1.3.6.1.4.1.8072.3.2.10", present={answered})
+    ranked = [p.name for p in rank_profiles(load_profiles().values(), facts)]
+    assert ranked == [profile]
+
+
+def test_cet_phase_current_in_tenths(outcomes: dict[str, Outcome], sim: SnmpsimServer) -> None:
+    """CET TSI: tsiPhaseIout.1 = 87 is 8.7 A (0.1 A), not 87 A (issue 24: a current 10x high).
+
+    1900 W / (230.1 V x 8.7 A) = 0.95. Read as amperes, 1900 / (230.1 x 87) = 0.0949 at
+    20,019 VA: refused as a unit slip, so the 10x reading cannot be chosen.
+    """
+    got = outcomes["synthetic/cet-tsi"]
+    assert got.readings["phase.1.current"] == 87 / 10
+    profile = load_profiles()["cet-tsi"]
+    metrics = [
+        m.model_copy(update={"scale": 1.0}) if m.name == "tsiPhaseIout" else m
+        for m in profile.metrics
+    ]
+    problems = _trial(
+        sim, "synthetic/cet-tsi", DevicePlan(profile.model_copy(update={"metrics": metrics}))
+    )
+    assert problems and "0.0949" in problems[0], problems
+
+
+def test_a_sum_must_leave_out_what_it_sums_over() -> None:
+    """`aggregate = "sum"` over a point that names every index part would sum single rows."""
+    base = {"name": "m", "column": "1.3.6.1.4.1.1.1", "quantity": "power_w", "aggregate": "sum"}
+    with pytest.raises(ValidationError, match="leaves out"):
+        Metric.model_validate({**base, "index": ["phase"], "point": "phase.{phase}.power"})
+    with pytest.raises(ValidationError, match="need 'column'"):
+        Metric.model_validate({**base, "column": None, "oid": "1.3.6.1.4.1.1.1.0", "point": "p"})
+    total = Metric.model_validate(
+        {**base, "index": ["unit", "phase"], "point": "unit.{unit}.power"}
+    )
+    assert total.aggregate == "sum"

@@ -9,6 +9,7 @@ states (pduPhaseVoltage decivolts, pduPhaseCurrent centiamps, pduPhaseRealPower 
 from __future__ import annotations
 
 import asyncio
+import json
 import tomllib
 from pathlib import Path
 
@@ -157,3 +158,41 @@ def test_unmatched_device_points_to_dump_and_suggest(sim: SnmpsimServer) -> None
     message = asyncio.run(run())
     assert "no profile matches" in message and "1.3.6.1.4.1.37662.1.2.2.1" in message
     assert "--suggest" in message and "--dump" in message
+
+
+def test_suggest_on_a_large_walk_is_ranked_capped_and_grouped() -> None:
+    """Raritan PX3, 7,996 varbinds: a draft of at most 16 metrics, table by table.
+
+    Tables with a power column come first; each table's metrics stand together under one
+    header; what the cap leaves out is named, and every guess still says CONFIRM.
+    """
+    walk = parse_snmprec((SNMP_FIXTURES / "raritan-pdu_px3.snmprec").read_text(encoding="utf-8"))
+    assert len(walk) > 7000
+    draft = suggest_profile(walk)
+    profile = Profile.model_validate({"name": "drafted", **tomllib.loads(draft.toml)})
+    assert 0 < len(profile.metrics) <= 16
+    assert profile.metrics[0].quantity == "power_w"
+    # Groups: the table of each metric, in order, never returns to an earlier table.
+    tables = [m.column.rsplit(".", 1)[0] for m in profile.metrics if m.column]
+    runs = [t for i, t in enumerate(tables) if i == 0 or t != tables[i - 1]]
+    assert len(runs) == len(set(runs))
+    headers = [line for line in draft.toml.splitlines() if line.startswith("# --- table ")]
+    assert [h.split()[3].rstrip(",") for h in headers] == runs
+    assert "weaker candidate column(s) left out" in draft.toml
+    names = [line for line in draft.toml.splitlines() if line.startswith("name = ")]
+    assert names and all("CONFIRM" in line for line in names)
+
+
+def test_probe_marks_a_profile_sum(sim: SnmpsimServer) -> None:
+    """`probe snmp` says which readings are the profile's sums (flagged DERIVED).
+
+    Vertiv MN03: total.power = pduPhaseRealPower 1464 + 1477 + 1458 = 4399 W, a sum;
+    phase.1.power = 1464 W is the device's own value.
+    """
+    result = probe(f"127.0.0.1:{sim.port}", "-c", VERTIV, "--json")
+    assert result.returncode == 0, result.stderr
+    rows = {r["point"]: r for r in map(json.loads, result.stdout.splitlines())}
+    assert rows["total.power"]["value"] == 4399.0
+    assert rows["total.power"]["derived"] == "DERIVED (sum)"
+    assert rows["phase.1.power"]["value"] == 1464.0
+    assert rows["phase.1.power"]["derived"] == ""

@@ -85,11 +85,14 @@ CASES: list[tuple[str, str, dict[str, float]]] = [
     ),
     (
         "eaton-93e-80",
-        "ups-mib",
+        # sysObjectID is MGE's 1.3.6.1.4.1.705.1, but the card answers XUPS-MIB: chosen by
+        # what the walk answers (UPS-MIB says the same: upsOutputPower.1 = 5100 W).
+        "eaton-xups",
         {
-            "output.1.power": 5100.0,  # UPS-MIB upsOutputPower.1, W
-            "output.1.voltage": 220.0,  # upsOutputVoltage.1, V
-            "input.1.power": 0.0,  # upsInputTruePower.1, W
+            "output.1.power": 5100.0,  # XUPS-MIB xupsOutputWatts.1, W
+            "output.1.voltage": 220.0,  # xupsOutputVoltage.1, V
+            "output.1.current": 27.0,  # xupsOutputCurrent.1, A (upsOutputCurrent.1 = 270 x 0.1 A)
+            "input.1.power": 0.0,  # xupsInputWatts.1, W
         },
     ),
     (

@@ -12,13 +12,15 @@ import logging
 import socket
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 import structlog
 from pydantic import SecretStr
 
+from agent.plugins import CollectorContext
 from agent.settings import ConfigError
 from collectors.snmp import ber, build, usm
 from collectors.snmp.ber import decode_oid, encode_oid, parse_oid
@@ -40,8 +42,9 @@ from collectors.snmp.client import (
 from collectors.snmp.poller import DevicePlan, Poller
 from collectors.snmp.profiles import load_profiles
 from tests.paths import FIXTURES
+from tests.servers import free_udp_port
 from tests.servers.snmp import SnmpdServer, SnmpsimServer, V3User, snmpd, snmpsim
-from tests.snmp.conftest import SIM_USER, run_collector, settings, value_of
+from tests.snmp.conftest import SIM_USER, Capture, run_collector, settings, value_of
 
 SYS_UPTIME = encode_oid(parse_oid("1.3.6.1.2.1.1.3.0"))
 ENTERPRISE = encode_oid(parse_oid("1.3.6.1.4.1.99.7.1.0"))
@@ -468,6 +471,129 @@ async def test_collector_logs_auth_failure_once_without_key(sim, tmp_path: Path)
     assert [e["event"] for e in events].count("device failing") == 1
     assert "auth_wrong_key" in err and SIM_USER.name in err
     assert "not-the-auth-key-5150" not in err and SIM_USER.priv_key not in err
+
+
+#: A one-metric profile reading ENTERPRISE_VALUE (the collector tests against snmpd use it).
+ROTATE_PROFILE = (
+    'description = "test meter: one gauge"\nmib = "none"\n[match]\npresent = ["1.3.6.1.4.1.99.7"]\n'
+    '[[metrics]]\nname = "p"\noid = "1.3.6.1.4.1.99.7.1.0"\npoint = "p"\nquantity = "power_w"\n'
+)
+
+
+async def _until(check: Callable[[], object], what: str, timeout_s: float = 15.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_collector_key_rotation_and_reboot_without_restart(tmp_path: Path) -> None:
+    """One collector run throughout, against snmpd with an authPriv SHA-256/AES-128 user:
+    the agent reboots (boots + 1) and polling goes on without a failure; the agent's keys
+    change: a wrong-key failure, logged once and without key material; the secret files
+    are updated: the collector reads them again, builds a new session and recovers (logged
+    once) with no restart, and readings go on."""
+    from agent import metrics  # noqa: PLC0415
+
+    old = V3User("u-rotor", "auth-before-c41e", "priv-before-c41e", "SHA256", "AES")
+    new = V3User("u-rotor", "auth-after-9d07", "priv-after-9d07", "SHA256", "AES")
+    keys = [old.auth_key, old.priv_key, new.auth_key, new.priv_key]
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "rot-auth").write_text(old.auth_key + "\n")
+    (secrets / "rot-priv").write_text(old.priv_key + "\n")
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "rot-meter.toml").write_text(ROTATE_PROFILE)
+    state_dir = tmp_path / "snmpd"
+    state_dir.mkdir()
+    device = {
+        "name": "ups-rot",
+        "host": "127.0.0.1",
+        "profile": "rot-meter",
+        "v3": {
+            "user": old.name,
+            "auth_protocol": "SHA256",
+            "auth_key_secret": "rot-auth",
+            "priv_protocol": "AES",
+            "priv_key_secret": "rot-priv",
+        },
+        # Two tries of 0.5 s ride over the agent's restart; the backoff stays short.
+        "interval_s": 0.2,
+        "jitter_s": 0,
+        "timeout_s": 0.5,
+        "retries": 1,
+        "backoff_max_s": 0.4,
+    }
+    failures = {"collector": "rot", "device": "ups-rot", "reason": "auth_wrong_key"}
+
+    def wrong_key_failures() -> float:
+        value = metrics.REGISTRY.get_sample_value("pue_agent_poll_failures_total", failures)
+        return value or 0.0
+
+    failures_before = wrong_key_failures()
+    device["port"] = port = free_udp_port()
+    collector = build(
+        "rot",
+        {"devices": [device], "profiles_dir": str(profiles), "flush_s": 0.05},
+        settings(secrets_dir=secrets),
+    )
+    collector.first_poll_now = True
+    capture = Capture()
+    ctx = CollectorContext(name="rot", settings=collector.settings, emit=capture)
+    logs = contextlib.ExitStack()
+    events = logs.enter_context(structlog.testing.capture_logs())
+    task: asyncio.Task[None] | None = None
+    try:
+        with snmpd([ENTERPRISE_VALUE], users=[old], state_dir=state_dir, port=port):
+            task = asyncio.create_task(collector.run(ctx))
+            await _until(lambda: "ups-rot" in collector.states, "the collector to start")
+            state = collector.states["ups-rot"]
+            await _until(lambda: state.finished >= 2 and not state.failing, "first polls")
+            first_session = state.session
+            assert isinstance(first_session, V3Session)
+            boots = first_session._security.boots
+        # Reboot: same engine id, same user; boots + 1, a notInTimeWindow re-sync inside
+        # the session, no failure and no new session.
+        with snmpd([ENTERPRISE_VALUE], users=[old], state_dir=state_dir, port=port):
+            done = state.finished
+            await _until(lambda: state.finished >= done + 3, "polls after the reboot")
+            assert state.session is first_session and not state.failing
+            assert first_session._security.boots == boots + 1
+        assert not [e for e in events if e["event"] == "device failing"], events
+        # Key change on the agent: wrong-key failures until the secret files follow.
+        with snmpd([ENTERPRISE_VALUE], users=[new], state_dir=state_dir, port=port):
+            await _until(lambda: state.failing, "the wrong-key failure")
+            polls_failed = state.failed_polls
+            await _until(lambda: state.failed_polls >= polls_failed + 2, "more failed polls")
+            assert wrong_key_failures() >= failures_before + 3  # one per failed poll
+            (secrets / "rot-auth").write_text(new.auth_key + "\n")
+            (secrets / "rot-priv").write_text(new.priv_key + "\n")
+            await _until(lambda: not state.failing, "recovery with the new keys")
+            rows = sum(b.height for b in capture.batches)
+            done = state.finished
+            await _until(lambda: state.finished >= done + 3, "polls with the new keys")
+            assert not state.failing and state.session is not first_session
+            await _until(lambda: sum(b.height for b in capture.batches) > rows, "new readings")
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        logs.close()
+    names = [e["event"] for e in events]
+    assert names.count("device failing") == 1 and names.count("device recovered") == 1
+    assert names.count("device credentials changed, new session") == 1
+    failing = next(e for e in events if e["event"] == "device failing")
+    assert failing["reason"] == "auth_wrong_key" and "'u-rotor'" in failing["error"]
+    changed = next(e for e in events if e["event"] == "device credentials changed, new session")
+    assert changed["secrets"] == ["rot-auth", "rot-priv"]  # names, never values
+    text = repr(events)
+    for key in keys:
+        assert key not in text
+    # Readings went on after the recovery, with the agent's value.
+    after = capture.frame().slice(rows)
+    assert after.height >= 1 and set(after.filter(pl.col("point") == "p")["value"]) == {4242.0}
 
 
 def test_des_needs_explicit_permission() -> None:
