@@ -39,14 +39,19 @@ def _password(user: str) -> str:
     return f"pw-{user}-s3cret"
 
 
-async def test_deployment_permissions_and_credentials(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    users = re.sub(
+def _users_conf() -> str:
+    """``users.conf`` as shipped, its bcrypt placeholders replaced by plain test passwords."""
+    return re.sub(
         r'"\$2a\$11\$REPLACE_WITH_BCRYPT_HASH_OF_([a-z0-9-]+)"',
         lambda m: f'"{_password(m.group(1))}"',
         (DEPLOY / "users.conf").read_text(encoding="utf-8"),
     )
+
+
+async def test_deployment_permissions_and_credentials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    users = _users_conf()
     server = start_nats(
         tmp_path / "nats",
         extra='include "users.conf"\n',
@@ -125,11 +130,7 @@ async def test_fleet_permissions_one_key_per_site_and_a_read_only_head_office(
     # site id of deploy/campus/agents/site.toml) and nothing else in the bucket; the head
     # office's fleet-reader lists every site through `fleet_list` (what `kpi --fleet` and
     # the API call) and cannot write.
-    users = re.sub(
-        r'"\$2a\$11\$REPLACE_WITH_BCRYPT_HASH_OF_([a-z0-9-]+)"',
-        lambda m: f'"{_password(m.group(1))}"',
-        (DEPLOY / "users.conf").read_text(encoding="utf-8"),
-    )
+    users = _users_conf()
     server = start_nats(
         tmp_path / "nats", extra='include "users.conf"\n', files={"users.conf": users}
     )

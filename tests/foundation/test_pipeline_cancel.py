@@ -43,18 +43,16 @@ class _SwallowsCancel:
         while True:
             try:
                 await asyncio.sleep(0.01)
-            except asyncio.CancelledError:
-                if self.swallowed:
-                    raise
-                self.swallowed += 1  # what wait_for does when its inner await just finished
-            tick += 1
-            try:
+                tick += 1
                 await ctx.emit(sim.tick(_T0 + timedelta(minutes=tick)))
-            except BaseException as exc:
+                self.emitted += 1
+            except asyncio.CancelledError as exc:
+                # Wherever the cancel lands (the sleep or the emit), the first one is
+                # swallowed, as wait_for does when its inner await has just finished.
                 if self.swallowed:
                     self.after_swallow = exc
-                raise
-            self.emitted += 1
+                    raise
+                self.swallowed += 1
 
 
 class _Idle:
@@ -94,7 +92,9 @@ async def test_clean_stop_ends_a_collector_that_swallowed_its_cancel(tmp_path: P
     agent.stop()
     # Without the check in submit the collector emits forever (the writer is still alive
     # while stop waits for the collectors), and this wait times out.
-    await asyncio.wait_for(task, timeout=10)
+    await asyncio.wait({task}, timeout=10)
+    assert task.done(), "the agent did not stop"
+    await task
     assert collector.swallowed == 1
     assert isinstance(collector.after_swallow, asyncio.CancelledError)
     assert Journal(agent.settings.journal_path).stats()["readings"] > 0
@@ -106,8 +106,10 @@ async def test_kill_ends_a_collector_that_swallowed_its_cancel(tmp_path: Path) -
     task = asyncio.create_task(agent.run(install_signals=False))
     await _until_emitting(collector)
     task.cancel()  # the in-process "kill": the TaskGroup cancels writer and collector once
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(task, timeout=10)
+    # Without the fix the collector parks in emit behind the dead writer for ever.
+    await asyncio.wait({task}, timeout=10)
+    assert task.done(), "the killed agent did not end"
+    assert task.cancelled()
     assert collector.swallowed == 1
     assert isinstance(collector.after_swallow, asyncio.CancelledError)
 

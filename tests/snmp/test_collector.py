@@ -11,7 +11,7 @@ import socket
 import statistics
 import threading
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -31,6 +31,7 @@ from tests.paths import ROOT
 from tests.servers import free_udp_port
 from tests.servers.snmp import black_hole, bulk_dropping_relay, snmpd
 from tests.snmp.conftest import Capture, poll_once, run_collector, settings, value_of
+from tests.snmp.helpers import ONE_GAUGE_PROFILE, until
 from tests.snmp.test_profiles_walks import CASES
 
 HEALTHY = ["janitza-umg96_umg96", "apc-inrow", "apc_smart1500"]  # one GET PDU per poll each
@@ -435,20 +436,6 @@ async def test_poll_counts_reach_prometheus(sim) -> None:
     assert counted == observed + state.finished
 
 
-#: A one-GET profile for snmpd's override below (ENTERPRISE-ish test OID, W).
-ONE_GET_PROFILE = (
-    'description = "test meter: one gauge"\nmib = "none"\n[match]\npresent = ["1.3.6.1.4.1.99.7"]\n'
-    '[[metrics]]\nname = "p"\noid = "1.3.6.1.4.1.99.7.1.0"\npoint = "p"\nquantity = "power_w"\n'
-)
-
-
-async def _until(check: Callable[[], object], what: str, timeout_s: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
 async def test_lane_polls_and_community_rotation_without_restart(tmp_path: Path) -> None:
     """A healthy one-PDU v2c device is polled by the schedule itself (lane mode) with the
     readings of the full path. Its agent changes community: timeouts, logged once as
@@ -460,7 +447,7 @@ async def test_lane_polls_and_community_rotation_without_restart(tmp_path: Path)
     (secrets / "pdu-comm").write_text(old + "\n")
     profiles = tmp_path / "profiles"
     profiles.mkdir()
-    (profiles / "one-get.toml").write_text(ONE_GET_PROFILE)
+    (profiles / "one-get.toml").write_text(ONE_GAUGE_PROFILE)
     port = free_udp_port()
     device = {
         "name": "pdu-rot",
@@ -488,20 +475,20 @@ async def test_lane_polls_and_community_rotation_without_restart(tmp_path: Path)
         try:
             with snmpd(overrides, community=old, port=port):
                 task = asyncio.create_task(collector.run(ctx))
-                await _until(lambda: "pdu-rot" in collector.states, "the collector")
+                await until(lambda: "pdu-rot" in collector.states, "the collector")
                 state = collector.states["pdu-rot"]
                 # The first poll resolves the profile on the full path; then the lane.
-                await _until(lambda: state.lane_polls >= 3, "lane polls")
+                await until(lambda: state.lane_polls >= 3, "lane polls")
                 assert not state.failing
             with snmpd(overrides, community=new, port=port):
-                await _until(lambda: state.failing, "the failure")
+                await until(lambda: state.failing, "the failure")
                 failed = state.failed_polls
-                await _until(lambda: state.failed_polls >= failed + 1, "another failed poll")
+                await until(lambda: state.failed_polls >= failed + 1, "another failed poll")
                 (secrets / "pdu-comm").write_text(new + "\n")
-                await _until(lambda: not state.failing, "recovery")
+                await until(lambda: not state.failing, "recovery")
                 lane_before, rows = state.lane_polls, sum(b.height for b in capture.batches)
-                await _until(lambda: state.lane_polls >= lane_before + 3, "lane polls again")
-                await _until(lambda: sum(b.height for b in capture.batches) > rows, "readings")
+                await until(lambda: state.lane_polls >= lane_before + 3, "lane polls again")
+                await until(lambda: sum(b.height for b in capture.batches) > rows, "readings")
         finally:
             if task is not None:
                 task.cancel()

@@ -12,7 +12,7 @@ import logging
 import socket
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -45,6 +45,7 @@ from tests.paths import FIXTURES
 from tests.servers import free_udp_port
 from tests.servers.snmp import SnmpdServer, SnmpsimServer, V3User, snmpd, snmpsim
 from tests.snmp.conftest import SIM_USER, Capture, run_collector, settings, value_of
+from tests.snmp.helpers import ONE_GAUGE_PROFILE, until
 
 SYS_UPTIME = encode_oid(parse_oid("1.3.6.1.2.1.1.3.0"))
 ENTERPRISE = encode_oid(parse_oid("1.3.6.1.4.1.99.7.1.0"))
@@ -473,20 +474,6 @@ async def test_collector_logs_auth_failure_once_without_key(sim, tmp_path: Path)
     assert "not-the-auth-key-5150" not in err and SIM_USER.priv_key not in err
 
 
-#: A one-metric profile reading ENTERPRISE_VALUE (the collector tests against snmpd use it).
-ROTATE_PROFILE = (
-    'description = "test meter: one gauge"\nmib = "none"\n[match]\npresent = ["1.3.6.1.4.1.99.7"]\n'
-    '[[metrics]]\nname = "p"\noid = "1.3.6.1.4.1.99.7.1.0"\npoint = "p"\nquantity = "power_w"\n'
-)
-
-
-async def _until(check: Callable[[], object], what: str, timeout_s: float = 15.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
 async def test_collector_key_rotation_and_reboot_without_restart(tmp_path: Path) -> None:
     """One collector run throughout, against snmpd with an authPriv SHA-256/AES-128 user:
     the agent reboots (boots + 1) and polling goes on without a failure; the agent's keys
@@ -504,7 +491,7 @@ async def test_collector_key_rotation_and_reboot_without_restart(tmp_path: Path)
     (secrets / "rot-priv").write_text(old.priv_key + "\n")
     profiles = tmp_path / "profiles"
     profiles.mkdir()
-    (profiles / "rot-meter.toml").write_text(ROTATE_PROFILE)
+    (profiles / "rot-meter.toml").write_text(ONE_GAUGE_PROFILE)
     state_dir = tmp_path / "snmpd"
     state_dir.mkdir()
     device = {
@@ -547,9 +534,9 @@ async def test_collector_key_rotation_and_reboot_without_restart(tmp_path: Path)
     try:
         with snmpd([ENTERPRISE_VALUE], users=[old], state_dir=state_dir, port=port):
             task = asyncio.create_task(collector.run(ctx))
-            await _until(lambda: "ups-rot" in collector.states, "the collector to start")
+            await until(lambda: "ups-rot" in collector.states, "the collector to start")
             state = collector.states["ups-rot"]
-            await _until(lambda: state.finished >= 2 and not state.failing, "first polls")
+            await until(lambda: state.finished >= 2 and not state.failing, "first polls")
             first_session = state.session
             assert isinstance(first_session, V3Session)
             boots = first_session._security.boots
@@ -557,24 +544,24 @@ async def test_collector_key_rotation_and_reboot_without_restart(tmp_path: Path)
         # the session, no failure and no new session.
         with snmpd([ENTERPRISE_VALUE], users=[old], state_dir=state_dir, port=port):
             done = state.finished
-            await _until(lambda: state.finished >= done + 3, "polls after the reboot")
+            await until(lambda: state.finished >= done + 3, "polls after the reboot")
             assert state.session is first_session and not state.failing
             assert first_session._security.boots == boots + 1
         assert not [e for e in events if e["event"] == "device failing"], events
         # Key change on the agent: wrong-key failures until the secret files follow.
         with snmpd([ENTERPRISE_VALUE], users=[new], state_dir=state_dir, port=port):
-            await _until(lambda: state.failing, "the wrong-key failure")
+            await until(lambda: state.failing, "the wrong-key failure")
             polls_failed = state.failed_polls
-            await _until(lambda: state.failed_polls >= polls_failed + 2, "more failed polls")
+            await until(lambda: state.failed_polls >= polls_failed + 2, "more failed polls")
             assert wrong_key_failures() >= failures_before + 3  # one per failed poll
             (secrets / "rot-auth").write_text(new.auth_key + "\n")
             (secrets / "rot-priv").write_text(new.priv_key + "\n")
-            await _until(lambda: not state.failing, "recovery with the new keys")
+            await until(lambda: not state.failing, "recovery with the new keys")
             rows = sum(b.height for b in capture.batches)
             done = state.finished
-            await _until(lambda: state.finished >= done + 3, "polls with the new keys")
+            await until(lambda: state.finished >= done + 3, "polls with the new keys")
             assert not state.failing and state.session is not first_session
-            await _until(lambda: sum(b.height for b in capture.batches) > rows, "new readings")
+            await until(lambda: sum(b.height for b in capture.batches) > rows, "new readings")
     finally:
         if task is not None:
             task.cancel()
