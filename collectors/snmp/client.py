@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ipaddress
 import math
 import random
 import socket
@@ -44,6 +45,7 @@ __all__ = [
     "SnmpAuthError",
     "SnmpError",
     "SnmpProtocolError",
+    "SnmpResolveError",
     "SnmpTimeoutError",
     "UdpDispatcher",
     "UnknownEngineError",
@@ -100,6 +102,43 @@ class SnmpProtocolError(SnmpError):
     """The agent answered something that is not a usable SNMP response."""
 
     reason = "protocol"
+
+
+class SnmpResolveError(SnmpError):
+    """The device's host name does not resolve: nothing was sent (not a timeout)."""
+
+    reason = "dns"
+
+
+def _is_ipv4(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def resolve_address(host: str, port: int) -> tuple[str, int]:
+    """``(IPv4 address, port)`` to send to ``host``.
+
+    The dispatcher honours an answer only from the address its request went to, and
+    ``recvfrom`` reports that as a number: a request sent to a name would never match
+    its answer. Resolved off the loop (``getaddrinfo`` blocks).
+
+    Raises:
+        SnmpResolveError: the name does not resolve.
+    """
+    if _is_ipv4(host):
+        return host, port
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise SnmpResolveError(f"cannot resolve host name {host!r}: {reason}") from None
+    if not infos:
+        raise SnmpResolveError(f"cannot resolve host name {host!r}: no IPv4 address")
+    return str(infos[0][4][0]), port
 
 
 class SnmpAgentError(SnmpError):
@@ -562,6 +601,9 @@ class V2cSession:
 
     def __post_init__(self) -> None:
         self.addr = self._addr = (self.host, self.port)
+        #: A host name is resolved before the first request and again after a timeout
+        #: (the name may have moved); an address never is.
+        self._resolved = _is_ipv4(self.host)
         self._community = self.community.get_secret_value().encode()
         self._templates: dict[tuple[int, tuple[bytes, ...], int], ber.RequestTemplate] = {}
         if not self.label:
@@ -605,20 +647,37 @@ class V2cSession:
             raise SnmpProtocolError(f"{self.label}: SNMPv3 answer to a v2c request")
         return _varbinds(self.label, response)
 
+    @property
+    def resolved(self) -> bool:
+        """Whether :attr:`addr` is the address to send to (a name is resolved on use)."""
+        return self._resolved
+
+    async def _resolve(self) -> None:
+        self.addr = self._addr = await resolve_address(self.host, self.port)
+        self._resolved = True
+
+    def _timed_out(self, exc: SnmpTimeoutError) -> SnmpTimeoutError:
+        self._resolved = _is_ipv4(self.host)
+        return SnmpTimeoutError(f"{self.label}: {exc}")
+
     async def _call(self, pdu_type: int, oids: list[bytes], max_repetitions: int = 0) -> VarBinds:
+        if not self._resolved:
+            await self._resolve()
         try:
             response = await self._send(pdu_type, oids, max_repetitions)
         except SnmpTimeoutError as exc:
-            raise SnmpTimeoutError(f"{self.label}: {exc}") from None
+            raise self._timed_out(exc) from None
         return self._varbinds(response)
 
     async def get(self, oids: list[bytes]) -> VarBinds:
         """GET ``oids`` in one PDU."""
         # _call inlined: every poll passes here, and a coroutine frame less is measurable.
+        if not self._resolved:
+            await self._resolve()
         try:
             response = await self._send(ber.GET, oids)
         except SnmpTimeoutError as exc:
-            raise SnmpTimeoutError(f"{self.label}: {exc}") from None
+            raise self._timed_out(exc) from None
         return _matching(self.label, oids, self._varbinds(response))
 
     async def get_next(self, oids: list[bytes]) -> VarBinds:
@@ -712,6 +771,7 @@ class V3Session:
         c = self.v3
         level = c.level
         self._addr = (self.host, self.port)
+        self._resolved = _is_ipv4(self.host)  # as for v2c: names before use, again on timeout
         self._security = usm.UserSecurity(
             c.user,
             auth_protocol=c.auth_protocol if level != "noAuthNoPriv" else "none",
@@ -741,6 +801,9 @@ class V3Session:
         return _auth_error(kind, self.label, self.v3.user, self.v3.level)
 
     async def _send(self, builder: _Builder, retries: int | None = None) -> usm.Incoming:
+        if not self._resolved:
+            self._addr = await resolve_address(self.host, self.port)
+            self._resolved = True
         try:
             answer = await self.dispatcher.request(
                 None,
@@ -750,6 +813,7 @@ class V3Session:
                 self.retries if retries is None else retries,
             )
         except SnmpTimeoutError as exc:
+            self._resolved = _is_ipv4(self.host)
             raise SnmpTimeoutError(f"{self.label}: {exc}") from None
         if not isinstance(answer, bytes):
             raise SnmpProtocolError(f"{self.label}: SNMPv2c answer to an SNMPv3 request")

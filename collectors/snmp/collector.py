@@ -821,6 +821,7 @@ class SnmpCollector:
             poller is not None
             and not state.failing
             and type(state.session) is V2cSession
+            and state.session.resolved  # a host name is resolved by the task's poll first
             and poller._gets_only is not None
             and len(poller._chunks) == 1
         )

@@ -507,3 +507,39 @@ async def test_lane_polls_and_community_rotation_without_restart(tmp_path: Path)
     assert frame.filter(pl.col("point") == "p").height == state.lane_polls + 2
     assert set(frame["point"]) == {"p", "sys.uptime"}
     assert set(frame["quality"]) == {1}  # RECEIVE_TIME
+
+
+async def test_a_device_given_by_host_name_is_polled(sim) -> None:
+    """Devices are often configured by DNS name. The dispatcher matches an answer to the
+    address its request went to, and recvfrom reports a number: the session resolves the
+    name first, so the readings are those of the same device given by address."""
+    by_address, _ = await poll_once(sim, "janitza-umg96_umg96")
+    by_name, _ = await poll_once(sim, "janitza-umg96_umg96", host="localhost")
+    assert by_name.height == by_address.height > 0
+    assert by_name.sort("point")["value"].to_list() == by_address.sort("point")["value"].to_list()
+
+
+async def test_a_host_name_that_does_not_resolve_is_a_dns_failure_not_a_timeout() -> None:
+    # RFC 6761: names under .invalid never resolve.
+    device = {
+        "name": "ghost",
+        "host": "pdu-ghost.invalid",
+        "community": "public",
+        "profile": "janitza-umg96",
+        "interval_s": 0.2,
+        "jitter_s": 0,
+        "timeout_s": 0.2,
+        "retries": 0,
+        "backoff_max_s": 0.2,
+    }
+    collector = build("dns", {"devices": [device], "flush_s": 0.05}, settings())
+    collector.first_poll_now = True
+    with structlog.testing.capture_logs() as events:
+        await run_collector(collector, until=10, polls=3)
+    failing = [e for e in events if e["event"] == "device failing"]
+    assert len(failing) == 1  # logged once, however often it is retried
+    assert failing[0]["reason"] == "dns"
+    assert "cannot resolve host name 'pdu-ghost.invalid'" in failing[0]["error"]
+    assert collector.states["ghost"].finished >= 3
+    dns_failures = metrics.POLL_FAILURES.labels("dns", "ghost", "dns")._value.get()
+    assert dns_failures >= 3
