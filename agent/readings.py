@@ -22,6 +22,7 @@ __all__ = [
     "Quality",
     "Quantity",
     "ReadingBatchError",
+    "ReadingBuffer",
     "empty_batch",
     "make_batch",
     "validate_batch",
@@ -183,3 +184,41 @@ def validate_batch(batch: pl.DataFrame) -> pl.DataFrame:
     if unknown:
         raise ReadingBatchError(f"column 'quantity': unknown quantity {sorted(unknown)!r}")
     return batch.select(READING_SCHEMA.names())
+
+
+class ReadingBuffer:
+    """Readings of many polls as column lists; :meth:`take` makes one frame of them all.
+
+    What a polling collector appends to per reading (cheaper than a frame per poll);
+    ``quality`` holds each reading's :class:`Quality` bits.
+    """
+
+    __slots__ = ("device", "point", "quality", "quantity", "ts_us", "value")
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self.ts_us: list[int] = []
+        self.device: list[str] = []
+        self.point: list[str] = []
+        self.quantity: list[str] = []
+        self.value: list[float] = []
+        self.quality: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def take(self) -> pl.DataFrame:
+        """All buffered readings as a reading batch; the buffer is emptied."""
+        frame = pl.DataFrame(
+            {
+                "ts": pl.Series(self.ts_us, dtype=pl.Int64).cast(READING_SCHEMA["ts"]),
+                "device": pl.Series(self.device, dtype=pl.String),
+                "point": pl.Series(self.point, dtype=pl.String),
+                "quantity": pl.Series(self.quantity, dtype=pl.String),
+                "value": pl.Series(self.value, dtype=pl.Float64),
+                "quality": pl.Series(self.quality, dtype=pl.UInt8),
+            }
+        )
+        self.ts_us, self.device, self.point, self.quantity, self.value = [], [], [], [], []
+        self.quality = []
+        return frame

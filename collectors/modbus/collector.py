@@ -26,11 +26,12 @@ from agent import metrics
 from agent.logs import get_logger
 from agent.patterns import PatternError, expand_entry
 from agent.plugins import CollectorContext
+from agent.readings import ReadingBuffer
 from agent.settings import AgentSettings, ConfigError, validation_problems
 from collectors.health import DeviceHealth, next_poll_slot
 from collectors.modbus.client import Bus, BusConfig, ModbusError, Transport
 from collectors.modbus.maps import DeviceMap, MapError, load_maps
-from collectors.modbus.plan import DevicePlan, ReadingBuffer, needs_split, poll_device
+from collectors.modbus.plan import DevicePlan, needs_split, poll_device
 
 __all__ = ["BusOptions", "DeviceOptions", "ModbusCollector", "ModbusOptions", "build"]
 

@@ -15,9 +15,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-import polars as pl
-
-from agent.readings import READING_SCHEMA, Quality
+from agent.readings import Quality, ReadingBuffer
 from collectors.modbus.client import Bus, ModbusExceptionCodeError
 from collectors.modbus.maps import REGISTER_WORDS, DeviceMap, Register
 
@@ -26,7 +24,6 @@ __all__ = [
     "Block",
     "DevicePlan",
     "PollResult",
-    "ReadingBuffer",
     "coalesce",
     "decode_block",
     "needs_split",
@@ -166,40 +163,6 @@ class PollResult:
     sentinels: int = 0
     bad_values: int = 0
     suspect: int = 0
-
-
-class ReadingBuffer:
-    """Readings of many polls as column lists; :meth:`take` makes one frame of them all."""
-
-    __slots__ = ("device", "point", "quality", "quantity", "ts_us", "value")
-
-    def __init__(self) -> None:
-        """Start empty."""
-        self.ts_us: list[int] = []
-        self.device: list[str] = []
-        self.point: list[str] = []
-        self.quantity: list[str] = []
-        self.value: list[float] = []
-        self.quality: list[int] = []
-
-    def __len__(self) -> int:
-        return len(self.value)
-
-    def take(self) -> pl.DataFrame:
-        """All buffered readings as a reading batch; the buffer is emptied."""
-        frame = pl.DataFrame(
-            {
-                "ts": pl.Series(self.ts_us, dtype=pl.Int64).cast(READING_SCHEMA["ts"]),
-                "device": pl.Series(self.device, dtype=pl.String),
-                "point": pl.Series(self.point, dtype=pl.String),
-                "quantity": pl.Series(self.quantity, dtype=pl.String),
-                "value": pl.Series(self.value, dtype=pl.Float64),
-                "quality": pl.Series(self.quality, dtype=pl.UInt8),
-            }
-        )
-        self.ts_us, self.device, self.point, self.quantity = [], [], [], []
-        self.value, self.quality = [], []
-        return frame
 
 
 def _raw(item: _Item, registers: list[int]) -> int:

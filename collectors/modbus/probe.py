@@ -27,6 +27,7 @@ from agent.probe import (
     print_readings,
     resolve_host,
 )
+from agent.readings import ReadingBuffer
 from collectors.modbus.client import (
     Bus,
     BusConfig,
@@ -35,7 +36,7 @@ from collectors.modbus.client import (
     ModbusTimeoutError,
 )
 from collectors.modbus.maps import DeviceMap, MapError, load_maps
-from collectors.modbus.plan import DevicePlan, ReadingBuffer, needs_split, poll_device
+from collectors.modbus.plan import DevicePlan, needs_split, poll_device
 from collectors.snmp.probe import parse_target
 
 __all__ = ["register"]

@@ -52,6 +52,7 @@ from agent import metrics
 from agent.logs import get_logger
 from agent.patterns import expand_entry
 from agent.plugins import CollectorContext
+from agent.readings import ReadingBuffer
 from agent.settings import AgentSettings, ConfigError, read_secret, validation_problems
 from collectors.health import DeviceHealth, next_poll_slot
 from collectors.snmp import ber
@@ -70,7 +71,7 @@ from collectors.snmp.client import (
     new_engine,
 )
 from collectors.snmp.detect import detect_plan
-from collectors.snmp.poller import DevicePlan, Poller, PollResult, ReadingBuffer, detect
+from collectors.snmp.poller import DevicePlan, Poller, PollResult, detect
 from collectors.snmp.profiles import (
     Profile,
     ProfileError,
@@ -744,8 +745,7 @@ class SnmpCollector:
         interval = state.interval_s
         # Spread devices over the interval so polls do not arrive in one burst.
         state.slot = loop.time() + (0.0 if self.first_poll_now else random.uniform(0, interval))
-        state.late_after = late_after = min(0.5, 0.1 * interval)
-        unpublished = self._unpublished
+        state.late_after = min(0.5, 0.1 * interval)
         while True:
             due = state.slot + (random.uniform(0, state.jitter_s) if state.jitter_s else 0.0)
             handed: _HandBack | None = None
@@ -763,14 +763,7 @@ class SnmpCollector:
                 started = handed.started  # counted (polls, late) when the schedule started it
             else:
                 started = loop.time()
-                if started - due > late_after:
-                    state.late += 1
-                if self.record_starts:
-                    state.starts.append(started)
-                state.polls += 1
-                if not state.pending_metrics:
-                    state.pending_metrics = True
-                    unpublished.append(state)
+                self._count_start(state, started, due)
             pool = failing if state.failing else healthy
             waiter = pool.take()
             if waiter is not None:
@@ -810,6 +803,17 @@ class SnmpCollector:
                 backoff_max_s=state.backoff_max_s,
             )
 
+    def _count_start(self, state: _DeviceState, started: float, due: float) -> None:
+        """Count a poll that starts now (late if over ``late_after``); metrics at next flush."""
+        if started - due > state.late_after:
+            state.late += 1
+        if self.record_starts:
+            state.starts.append(started)
+        state.polls += 1
+        if not state.pending_metrics:
+            state.pending_metrics = True
+            self._unpublished.append(state)
+
     def _lane_ok(self, state: _DeviceState) -> bool:
         """Can the schedule poll this device itself (healthy, v2c, a plan of one GET PDU)?
 
@@ -834,14 +838,7 @@ class SnmpCollector:
         """
         assert state.wake is not None
         now = asyncio.get_running_loop().time()
-        if now - due > state.late_after:
-            state.late += 1
-        if self.record_starts:
-            state.starts.append(now)
-        state.polls += 1
-        if not state.pending_metrics:
-            state.pending_metrics = True
-            self._unpublished.append(state)
+        self._count_start(state, now, due)
         session = state.session
         poller = state.poller
         healthy = self._healthy

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
+from agent.readings import ReadingBuffer
 from collectors.snmp.client import Session
-from collectors.snmp.poller import DevicePlan, Poller, ReadingBuffer, detect
+from collectors.snmp.poller import DevicePlan, Poller, detect
 from collectors.snmp.profiles import DeviceFacts, Profile, matching_quirks, rank_profiles
 
 __all__ = [

@@ -13,9 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import polars as pl
-
-from agent.readings import READING_SCHEMA, Quality
+from agent.readings import Quality, ReadingBuffer
 from collectors.snmp import ber
 from collectors.snmp.ber import Value, decode_subids, encode_oid, parse_oid
 from collectors.snmp.client import Session, SnmpAgentError, SnmpProtocolError, SnmpTimeoutError
@@ -27,7 +25,7 @@ from collectors.snmp.profiles import (
     detection_oids,
 )
 
-__all__ = ["DevicePlan", "PollResult", "Poller", "ReadingBuffer", "detect"]
+__all__ = ["DevicePlan", "PollResult", "Poller", "detect"]
 
 _TOO_BIG = 1
 #: Point-cache marker for table rows a metric's ``where`` filters out.
@@ -158,40 +156,6 @@ class PollResult:
     bad_values: int = 0
     bad_index: int = 0
     uptime_s: float | None = None
-
-
-class ReadingBuffer:
-    """Readings of many polls as column lists; :meth:`take` makes one frame of them all."""
-
-    __slots__ = ("device", "point", "quality", "quantity", "ts_us", "value")
-
-    def __init__(self) -> None:
-        """Start empty."""
-        self.ts_us: list[int] = []
-        self.device: list[str] = []
-        self.point: list[str] = []
-        self.quantity: list[str] = []
-        self.value: list[float] = []
-        self.quality: list[int] = []
-
-    def __len__(self) -> int:
-        return len(self.value)
-
-    def take(self) -> pl.DataFrame:
-        """All buffered readings as a reading batch; the buffer is emptied."""
-        frame = pl.DataFrame(
-            {
-                "ts": pl.Series(self.ts_us, dtype=pl.Int64).cast(READING_SCHEMA["ts"]),
-                "device": pl.Series(self.device, dtype=pl.String),
-                "point": pl.Series(self.point, dtype=pl.String),
-                "quantity": pl.Series(self.quantity, dtype=pl.String),
-                "value": pl.Series(self.value, dtype=pl.Float64),
-                "quality": pl.Series(self.quality, dtype=pl.UInt8),
-            }
-        )
-        self.ts_us, self.device, self.point, self.quantity, self.value = [], [], [], [], []
-        self.quality = []
-        return frame
 
 
 class Poller:

@@ -32,7 +32,7 @@ from agent.probe import (
     print_readings,
     resolve_host,
 )
-from agent.readings import Quality
+from agent.readings import Quality, ReadingBuffer
 from collectors.snmp.client import (
     AUTH_PROTOCOLS,
     PRIV_PROTOCOLS,
@@ -43,7 +43,7 @@ from collectors.snmp.client import (
     V3Credentials,
 )
 from collectors.snmp.collector import NoProfileError, make_session, resolve_plan
-from collectors.snmp.poller import Poller, ReadingBuffer
+from collectors.snmp.poller import Poller
 from collectors.snmp.profiles import ProfileError, load_profiles
 from collectors.snmp.suggest import suggest_profile
 from collectors.snmp.walk import WalkRow, parse_snmprec, to_snmprec, walk_device

@@ -20,16 +20,16 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
-from agent.readings import Quality
+from agent.readings import Quality, ReadingBuffer
 from collectors.snmp.client import UdpDispatcher
-from collectors.snmp.collector import make_session
 from collectors.snmp.detect import Detection, detect_plan, implausible
-from collectors.snmp.poller import DevicePlan, Poller, ReadingBuffer
+from collectors.snmp.poller import DevicePlan, Poller
 from collectors.snmp.profiles import DeviceFacts, Metric, load_profiles, rank_profiles
 from tests.servers.snmp import SnmpsimServer
 from tests.snmp.conftest import SNMP_FIXTURES
+from tests.snmp.helpers import poll_plan, sim_session
 
 TABLE = Path(__file__).with_name("coverage.toml")
 
@@ -63,17 +63,7 @@ def _table() -> dict[str, dict[str, object]]:
 
 
 async def _probe(dispatcher: UdpDispatcher, port: int, name: str) -> Outcome:
-    session = make_session(
-        "127.0.0.1",
-        port,
-        community=SecretStr(name),
-        v3=None,
-        timeout_s=5.0,
-        retries=2,
-        dispatcher=dispatcher,
-        engine=None,
-        label=name,
-    )
+    session = sim_session(dispatcher, port, name)
     detection = await detect_plan(session, load_profiles().values())
     outcome = Outcome(detection)
     if detection.plan is not None:
@@ -207,28 +197,7 @@ def _trial(sim: SnmpsimServer, name: str, plan: DevicePlan) -> list[str]:
 
 
 def _poll(sim: SnmpsimServer, name: str, plan: DevicePlan) -> pl.DataFrame:
-    async def run() -> pl.DataFrame:
-        dispatcher = UdpDispatcher()
-        await dispatcher.open()
-        try:
-            session = make_session(
-                "127.0.0.1",
-                sim.port,
-                community=SecretStr(name),
-                v3=None,
-                timeout_s=5.0,
-                retries=2,
-                dispatcher=dispatcher,
-                engine=None,
-                label=name,
-            )
-            buffer = ReadingBuffer()
-            await Poller(name, session, plan).poll(buffer)
-            return buffer.take()
-        finally:
-            dispatcher.close()
-
-    return asyncio.run(run())
+    return asyncio.run(poll_plan(sim.port, name, plan))
 
 
 def test_deltaups_voltages_in_tenths(outcomes: dict[str, Outcome], sim: SnmpsimServer) -> None:

@@ -14,18 +14,18 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from agent.cli import app
 from collectors.snmp.client import UdpDispatcher
-from collectors.snmp.collector import NoProfileError, make_session, resolve_plan
-from collectors.snmp.poller import DevicePlan, Poller, ReadingBuffer
+from collectors.snmp.collector import NoProfileError, resolve_plan
+from collectors.snmp.poller import DevicePlan
 from collectors.snmp.profiles import Profile, load_profiles
 from collectors.snmp.suggest import suggest_profile
 from collectors.snmp.walk import DEFAULT_ROOTS, parse_snmprec
 from tests.servers.snmp import SnmpsimServer
 from tests.snmp.conftest import SNMP_FIXTURES
+from tests.snmp.helpers import poll_plan, sim_session
 from tests.snmp.test_probe import probe
 
 #: In-process runs for the cases that need no device (a process start costs seconds).
@@ -80,26 +80,8 @@ def test_suggest_drafts_the_phase_table(dumped: Path, sim: SnmpsimServer) -> Non
 
 
 async def _poll(sim: SnmpsimServer, community: str, profile: Profile) -> dict[str, float]:
-    dispatcher = UdpDispatcher()
-    await dispatcher.open()
-    try:
-        session = make_session(
-            "127.0.0.1",
-            sim.port,
-            community=SecretStr(community),
-            v3=None,
-            timeout_s=5.0,
-            retries=2,
-            dispatcher=dispatcher,
-            engine=None,
-            label=community,
-        )
-        buffer = ReadingBuffer()
-        await Poller(community, session, DevicePlan(profile)).poll(buffer)
-        frame = buffer.take()
-        return dict(zip(frame["point"], frame["value"], strict=True))
-    finally:
-        dispatcher.close()
+    frame = await poll_plan(sim.port, community, DevicePlan(profile))
+    return dict(zip(frame["point"], frame["value"], strict=True))
 
 
 def test_suggest_from_units_the_device_writes() -> None:
@@ -138,17 +120,7 @@ def test_unmatched_device_points_to_dump_and_suggest(sim: SnmpsimServer) -> None
         dispatcher = UdpDispatcher()
         await dispatcher.open()
         try:
-            session = make_session(
-                "127.0.0.1",
-                sim.port,
-                community=SecretStr("coverage/ats"),
-                v3=None,
-                timeout_s=5.0,
-                retries=2,
-                dispatcher=dispatcher,
-                engine=None,
-                label="ats",
-            )
+            session = sim_session(dispatcher, sim.port, "coverage/ats", label="ats")
             with pytest.raises(NoProfileError) as raised:
                 await resolve_plan(session, load_profiles(), "auto", None, 40)
             return str(raised.value)
