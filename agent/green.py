@@ -398,9 +398,7 @@ def read_profile_csv(path: Path, period: str) -> dict[str, float]:
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
             reader = csv.DictReader(handle)
-            if reader.fieldnames is None or not {"hour", "energy_kwh"} <= set(
-                reader.fieldnames
-            ):
+            if reader.fieldnames is None or not {"hour", "energy_kwh"} <= set(reader.fieldnames):
                 raise GreenLedgerError(f"{path}: expected a header row with hour,energy_kwh")
             for line, row in enumerate(reader, start=2):
                 hour = _hour_label(row["hour"] or "")

@@ -55,9 +55,7 @@ class _PriorityPrefix:
     def __init__(self, renderer: structlog.typing.Processor) -> None:
         self._renderer = renderer
 
-    def __call__(
-        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
-    ) -> str:
+    def __call__(self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> str:
         level = str(event_dict.get("level", method_name)).lower()
         line = self._renderer(logger, method_name, event_dict)
         text = line.decode() if isinstance(line, bytes) else str(line)

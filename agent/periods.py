@@ -112,9 +112,7 @@ def ttm_bounds(label: str, timezone: str) -> tuple[datetime, datetime]:
 def utc_months(start: datetime, end: datetime) -> list[str]:
     """Labels of the UTC months that ``[start, end]`` touches (both ends inclusive)."""
     start, end = start.astimezone(UTC), end.astimezone(UTC)
-    return [
-        month_label(i) for i in range(month_of(start.date()), month_of(end.date()) + 1)
-    ]
+    return [month_label(i) for i in range(month_of(start.date()), month_of(end.date()) + 1)]
 
 
 def whole_hour_offsets(timezone: str) -> bool:

@@ -51,7 +51,11 @@ class DeviceHealth:
         self.failing = True
         self.failing_since = time.monotonic()
         log.warning(
-            "device failing", collector=collector, device=device, reason=reason, error=error,
+            "device failing",
+            collector=collector,
+            device=device,
+            reason=reason,
+            error=error,
             **context,
         )
         return True

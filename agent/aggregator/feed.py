@@ -195,9 +195,7 @@ class DerivedFeed:
                     by_tag.setdefault(tag, []).append(path)
         return upto, sorted((tag, sorted(paths)) for tag, paths in by_tag.items())
 
-    async def send_intervals(
-        self, write: Callable[[pl.DataFrame], Awaitable[bool]]
-    ) -> bool:
+    async def send_intervals(self, write: Callable[[pl.DataFrame], Awaitable[bool]]) -> bool:
         """Send new interval parts through ``write``; the watermark follows each success.
 
         Returns:

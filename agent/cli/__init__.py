@@ -106,7 +106,6 @@ def _root(
     del version
 
 
-
 def main() -> None:
     """Console-script entry point.
 

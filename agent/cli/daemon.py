@@ -76,7 +76,7 @@ def _plan_lines(settings: AgentSettings, site: Site | None, problems: list[str])
         if sink_entry.kind == "local_store":
             lines.append(
                 f"  note: sink kind 'local_store' is the aggregator's old name; "
-                f"write kind = \"aggregator\" for [[sinks]] {name}"
+                f'write kind = "aggregator" for [[sinks]] {name}'
             )
     if site is not None and not any(e.kind in AGGREGATOR_KINDS for e in settings.sinks):
         aggregator = build_consumer("aggregator", "aggregator", {}, settings)

@@ -59,8 +59,10 @@ async def test_demo_snmp_tables_are_detected_like_the_real_devices() -> None:
         frame = (await run_collector(collector)).frame()
     finally:
         responder.close()
-    chosen = {name: state.poller.plan.profile.name if state.poller else None
-              for name, state in collector.states.items()}
+    chosen = {
+        name: state.poller.plan.profile.name if state.poller else None
+        for name, state in collector.states.items()
+    }
     assert chosen == {"pdu": "apc-rpdu2", "ups": "apc-smart-ups"}
     pdu = frame.filter(pl.col("device") == "pdu")
     assert value_of(pdu, "pdu.1.power") == 432 * 10.0  # rPDU2DeviceStatusPower, 0.01 kW
@@ -103,9 +105,23 @@ def test_demo_one_minute_over_snmp_mqtt_redfish_then_a_verified_report(tmp_path:
         # 90 s: at least one minute boundary with polls well after it, so an interval is
         # settled and the aggregator has stored today's KPI (a 60 s run that starts in the
         # first seconds of a minute may end before any interval is final).
-        [sys.executable, "-m", "agent", "demo", "--minutes", "1.5", "--pdus", "4",
-         "--state-dir", str(state)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-m",
+            "agent",
+            "demo",
+            "--minutes",
+            "1.5",
+            "--pdus",
+            "4",
+            "--state-dir",
+            str(state),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     out = result.stdout
     assert result.returncode == 0, result.stderr[-3000:]
@@ -141,16 +157,16 @@ def test_demo_one_minute_over_snmp_mqtt_redfish_then_a_verified_report(tmp_path:
     assert wrapped
     journal = Journal(state / "journal" / "journal.sqlite")
     readings = pl.concat([b.frame for b in journal.iter_batches(kinds=("readings",))])
-    register = (
-        readings.filter(
-            (pl.col("device") == wrapped.group(1)) & (pl.col("point") == "pdu.1.energy")
-        )
-        .sort("ts")["value"]
-    )
+    register = readings.filter(
+        (pl.col("device") == wrapped.group(1)) & (pl.col("point") == "pdu.1.energy")
+    ).sort("ts")["value"]
     assert register.max() >= (2**31 - 1) * 0.1 - 1e-6
     assert register.min() < 1.0, "the register did not wrap during the demo"
     assert {b.source for b in journal.iter_batches(kinds=("readings",))} >= {
-        "snmp", "mqtt", "redfish", "bacnet"
+        "snmp",
+        "mqtt",
+        "redfish",
+        "bacnet",
     }
 
     # The sample report was signed, verified by the demo, and verifies again independently.
@@ -158,7 +174,11 @@ def test_demo_one_minute_over_snmp_mqtt_redfish_then_a_verified_report(tmp_path:
     pubkey = next((state / "sample-month" / "reports").glob("*.pub.pem"))
     verify = subprocess.run(
         [sys.executable, "-m", "agent", "verify", str(bundle), "--pubkey", str(pubkey)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     # The simulated month is fully covered: its PUE is a number, with its category, in the

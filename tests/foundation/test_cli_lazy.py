@@ -15,8 +15,17 @@ import typer.main
 from agent.cli import COMMANDS, app
 
 #: Modules only some commands need; none of them may load for ``--version`` or ``kpi --help``.
-HEAVY = ("agent.demo", "agent.service", "agent.report.charts", "matplotlib", "bacpypes3",
-         "pymodbus", "pysnmp", "nats", "collectors.snmp")
+HEAVY = (
+    "agent.demo",
+    "agent.service",
+    "agent.report.charts",
+    "matplotlib",
+    "bacpypes3",
+    "pymodbus",
+    "pysnmp",
+    "nats",
+    "collectors.snmp",
+)
 
 _LOADED = """
 import sys
@@ -34,7 +43,10 @@ finally:
 @pytest.mark.parametrize("args", [["--version"], ["kpi", "--help"], ["journal", "--help"]])
 def test_a_command_loads_only_its_own_modules(args: list[str]) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", _LOADED, *args], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", _LOADED, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=False,
     )
     loaded = set(result.stderr.split())

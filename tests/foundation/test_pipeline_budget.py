@@ -52,8 +52,9 @@ async def test_budget_reached_records_gap_raises_alarm_and_keeps_needed_data(
     settings = load_settings(None, state_dir=tmp_path)
     journal = Journal(settings.journal_path, budget_bytes=30_000)
     burst = _Burst(40)
-    agent = Agent(settings=settings, site=None, collectors=[burst], consumers=[_DownSink()],
-                  journal=journal)
+    agent = Agent(
+        settings=settings, site=None, collectors=[burst], consumers=[_DownSink()], journal=journal
+    )
     task = asyncio.create_task(agent.run(install_signals=False))
     for _ in range(200):
         if len(burst.results) == burst.batches:

@@ -102,9 +102,7 @@ def hourly_parts_summed(store: Any, start: Any, end: Any) -> pl.LazyFrame:
     frame = pl.scan_parquet(files).filter(
         (pl.col("interval_start") >= start) & (pl.col("interval_start") < end)
     )
-    return frame.group_by("meter", "interval_start", "interval_end").agg(
-        pl.col("energy_kwh").sum()
-    )
+    return frame.group_by("meter", "interval_start", "interval_end").agg(pl.col("energy_kwh").sum())
 
 
 def constant_intervals(

@@ -160,9 +160,7 @@ def test_evaluate_table(app: typer.Typer, config: Path, kpis_file: Path, tmp_pat
     assert "claim once, first met 2025-12" in " ".join(first.output.split())
 
 
-def test_evaluate_reads_the_interval_store(
-    app: typer.Typer, config: Path, tmp_path: Path
-) -> None:
+def test_evaluate_reads_the_interval_store(app: typer.Typer, config: Path, tmp_path: Path) -> None:
     # A real store where the settings put it (state_dir/store): no --kpis given.
     IntervalStore(tmp_path / "state" / "store").write_kpis(
         frame([kpi("pue", 1.19, period="2026-10")])

@@ -130,9 +130,21 @@ def test_huge_or_non_finite_values_are_bad_values_never_exceptions(
     _, response = ber.decode_response(pysnmp_response(7, [((1, 3, 6, 1, 2, 1, 1), value)]))
     decoded = response.varbinds[0][1]
     metric = _Compiled(
-        name="m", get_oid=None, column=None, point="p", quantity="power_w", mul=scale,
-        div=1.0, offset=0.0, sentinels=frozenset(), negative_is_sentinel=False, limit=None,
-        index=(), where=(), labels=(), digits=None,
+        name="m",
+        get_oid=None,
+        column=None,
+        point="p",
+        quantity="power_w",
+        mul=scale,
+        div=1.0,
+        offset=0.0,
+        sentinels=frozenset(),
+        negative_is_sentinel=False,
+        limit=None,
+        index=(),
+        where=(),
+        labels=(),
+        digits=None,
     )
     result = PollResult()
     assert _convert(decoded, metric, result) is None
