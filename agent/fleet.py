@@ -59,6 +59,7 @@ from collectors.nats.link import (
     LinkError,
     NatsLinkOptions,
     connect,
+    is_permission_violation,
     raise_if_cancelled,
     translate,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "kpi_stamp",
     "link_failure_code",
     "read_fleet",
+    "retire_site",
     "row_of",
     "trusted_keys",
 ]
@@ -533,6 +535,57 @@ async def fleet_list(
     keys = trusted_keys(options, settings)
     rows = await read_fleet(options, credentials, trusted=keys, stale_after_s=stale_after_s)
     return [row.to_json() for row in rows]
+
+
+async def retire_site(
+    settings: AgentSettings, site_id: str, *, servers: list[str] | None = None
+) -> str:
+    """Purge ``site_id``'s summary from the fleet bucket: a decommissioned site leaves the list.
+
+    Without this a site that stopped for good stays listed as stale (the bucket has no
+    TTL, on purpose: a site that goes quiet must show). Run with the site's own config:
+    as deployed, its NATS user may write its own key and no other, and a purge is a
+    write. The bucket keeps no history of the key after a purge.
+
+    Args:
+        settings: The site's settings (its ``fleet`` sink's connection).
+        site_id: The site whose summary goes.
+        servers: Override of the NATS servers.
+
+    Returns:
+        The bucket's name.
+
+    Raises:
+        FleetNotConfiguredError: no NATS configured and no ``servers`` given.
+        ConfigError: bad options.
+        LinkError: NATS unreachable or refused, the bucket missing, or the purge refused.
+    """
+    options = fleet_options(settings, servers=servers)
+    credentials = Credentials.read(options, settings)
+    client = None
+    refusals: list[Exception] = []
+    try:
+        client = await connect(
+            options, credentials, "pue-agent-fleet-retire", async_errors=refusals
+        )
+        js = client.jetstream(timeout=options.request_timeout_s)
+        kv = await _bucket(js, options, create=False)
+        if kv is None:
+            raise LinkError(f"the fleet bucket {options.bucket} does not exist")
+        await kv.purge(site_id)
+        return options.bucket
+    except _LINK_ERRORS as exc:
+        if any(is_permission_violation(e) for e in refusals):
+            # The server says why on the side; the purge itself only times out.
+            raise LinkError(
+                f"NATS refused the purge of {options.bucket}/{site_id}: this user may not "
+                "write that key (permissions violation)"
+            ) from exc
+        raise translate(exc, options) from exc
+    finally:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), options.request_timeout_s)
 
 
 # -- the publishing sink ----------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """``pue-agent kpi --fleet``: every site's PUE, REF and coverage from the fleet's NATS bucket.
 
+``kpi --fleet --retire`` takes a decommissioned site's summary out of the bucket.
+
 Loaded by :mod:`agent.cli.kpi` only when ``--fleet`` is given (nats-py stays out of
 ``pue-agent kpi --period``). The rows are :func:`agent.fleet.fleet_list`'s, the same
 function ``GET /api/v1/fleet`` answers with.
@@ -10,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 
-from agent.cli.common import fail, out
-from agent.fleet import fleet_list, link_failure_code
+from agent.cli.common import fail, out, site_or_exit
+from agent.fleet import fleet_list, fleet_options, link_failure_code, retire_site
 from agent.probe import EXIT_AUTH, EXIT_PROTOCOL, EXIT_UNREACHABLE
 from agent.settings import AgentSettings, ConfigError
 from collectors.nats.link import LinkError
 
-__all__ = ["show_fleet"]
+__all__ = ["retire_fleet_site", "show_fleet"]
 
 _LINK_EXIT = {"unreachable": EXIT_UNREACHABLE, "refused": EXIT_AUTH, "protocol": EXIT_PROTOCOL}
 
@@ -89,3 +91,35 @@ def show_fleet(
             markup=False,
             soft_wrap=True,
         )
+
+
+def retire_fleet_site(settings: AgentSettings, servers: list[str] | None) -> None:
+    """Purge this site's summary from the fleet bucket and say what happens next.
+
+    Args:
+        settings: The site's own settings (its site model names the key; its NATS user
+            may write that key only).
+        servers: ``--nats-url`` override.
+
+    Raises:
+        typer.Exit: 2 for configuration errors (no site model, no NATS), 3 when NATS is
+            unreachable, 4 when it refused the credentials, 6 when JetStream refused the
+            purge or the bucket does not exist.
+    """
+    site = site_or_exit(settings, needed_for="--retire removes this site's own summary")
+    try:
+        bucket = asyncio.run(retire_site(settings, site.id, servers=servers))
+        heartbeat_s = fleet_options(settings, servers=servers).heartbeat_s
+    except ConfigError as exc:
+        raise fail(str(exc)) from exc
+    except LinkError as exc:
+        raise fail(f"fleet: {exc}", _LINK_EXIT[link_failure_code(exc)]) from exc
+    out.print(
+        f"fleet: site {site.id}'s summary purged from bucket {bucket}; `kpi --fleet` no "
+        "longer lists it.\n"
+        f"  If this site's agent still runs, its next summary (within {heartbeat_s:g} s) "
+        "lists it again: stop the agent (or remove its fleet sink) first.",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )

@@ -48,6 +48,7 @@ def _hourly_summary(shown: pl.DataFrame) -> dict[str, dict[str, float | None]]:
 #: (:data:`agent.cli.COMMANDS`): reading the fleet needs nats-py, which ``pue-agent kpi
 #: --period`` (and ``kpi --help``) must not load (``tests/foundation/test_cli_lazy.py``).
 _FLEET = ("agent.cli.fleet", "show_fleet")
+_RETIRE = ("agent.cli.fleet", "retire_fleet_site")
 
 
 def kpi(
@@ -83,6 +84,14 @@ def kpi(
             "repeatable, over trusted_keys of the config.",
         ),
     ] = None,
+    retire: Annotated[
+        bool,
+        typer.Option(
+            "--retire",
+            help="With --fleet: purge this site's summary from the fleet bucket (a "
+            "decommissioned site); run with the site's own config.",
+        ),
+    ] = False,
 ) -> None:
     """Compute and print the month's PUE (interim), TTM PUE (annual), REF, CUE and more.
 
@@ -94,10 +103,18 @@ def kpi(
             raise fail("--fleet lists each site's newest month: leave out --period")
         if stale_after is not None and not (0 < stale_after < math.inf):
             raise fail("--stale-after must be a positive number of seconds")
+        if retire:
+            if as_json or stale_after is not None or trust:
+                raise fail("--retire takes no --json, --stale-after or --trust")
+            module, attribute = _RETIRE
+            getattr(importlib.import_module(module), attribute)(settings, nats_url or None)
+            return
         module, attribute = _FLEET
         show = getattr(importlib.import_module(module), attribute)
         show(settings, as_json, nats_url or None, stale_after, trust or [])
         return
+    if retire:
+        raise fail("--retire goes with --fleet")
     if period is None:
         raise fail("--period YYYY-MM is required (or --fleet)")
     site = site_or_exit(settings, needed_for="nothing to compute")

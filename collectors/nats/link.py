@@ -40,6 +40,7 @@ __all__ = [
     "connect",
     "encode_headers",
     "ensure_stream",
+    "is_permission_violation",
     "parse_message",
     "raise_if_cancelled",
     "translate",
@@ -218,8 +219,22 @@ class Credentials:
         return [self.password.get_secret_value()] if self.password is not None else []
 
 
-async def connect(options: NatsLinkOptions, credentials: Credentials, name: str) -> Client:
+async def connect(
+    options: NatsLinkOptions,
+    credentials: Credentials,
+    name: str,
+    *,
+    async_errors: list[Exception] | None = None,
+) -> Client:
     """Connect to the cluster (no endless reconnect: the caller retries with backoff).
+
+    Args:
+        options: Servers, TLS and timeouts.
+        credentials: User/password or creds file.
+        name: The client's name, as the server shows it.
+        async_errors: If given, every error the server reports asynchronously on this
+            connection is appended (a refused publish comes back this way, while the
+            publish itself only times out).
 
     Raises:
         LinkError: unreachable, refused or TLS failure (never naming a secret).
@@ -246,6 +261,8 @@ async def connect(options: NatsLinkOptions, credentials: Credentials, name: str)
         # Logged once by the caller's failing/recovered log, not per attempt; kept because
         # nats-py ends a refused login with NoServersError, which alone says "unreachable".
         seen.append(exc)
+        if async_errors is not None:
+            async_errors.append(exc)
 
     try:
         client: Client = await nats.connect(error_cb=_remember, **kwargs)
@@ -254,6 +271,11 @@ async def connect(options: NatsLinkOptions, credentials: Credentials, name: str)
             raise LinkError(f"NATS refused the credentials ({', '.join(options.servers)})") from exc
         raise translate(exc, options) from exc
     return client
+
+
+def is_permission_violation(exc: BaseException) -> bool:
+    """Whether the server refused a publish or subscribe on a subject the user may not use."""
+    return "permissions violation" in str(exc).lower()
 
 
 def _is_refusal(exc: BaseException) -> bool:
@@ -269,12 +291,14 @@ def translate(exc: BaseException, options: NatsLinkOptions) -> LinkError:
     servers = ", ".join(options.servers)
     if isinstance(exc, LinkError):
         return exc
+    # Before OSError: TimeoutError is one, and a server that is there but silent is not
+    # an unreachable one.
+    if isinstance(exc, nats.errors.TimeoutError | TimeoutError):
+        return LinkError(f"NATS did not answer in time ({servers})")
     if isinstance(exc, nats.errors.NoServersError | OSError | nats.errors.ConnectionClosedError):
         return LinkError(f"NATS unreachable ({servers}): {type(exc).__name__}")
     if _is_refusal(exc):
         return LinkError(f"NATS refused the credentials ({servers})")
-    if isinstance(exc, nats.errors.TimeoutError | TimeoutError):
-        return LinkError(f"NATS did not answer in time ({servers})")
     if isinstance(exc, nats.js.errors.APIError):
         return LinkError(f"JetStream refused the request: {exc.description or exc.code}")
     return LinkError(f"NATS error ({servers}): {type(exc).__name__}")

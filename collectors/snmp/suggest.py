@@ -17,7 +17,23 @@ written down for a person to confirm. What is guessed, and from what:
 - **units written by the device** — a text column in the same row holding
   ``<number> <unit>`` (``229.2 V``, ``2641.8 kWh``) names the quantity and fixes the
   scale of the number column that equals it (self-describing tables);
-- **energy** — only from such text: a register's unit cannot be told from one reading.
+- **energy** — only from such text: a register's unit cannot be told from one reading;
+- **tables indexed by sensor type** — a second reading of the walk, in which the last
+  sub-identifier is the sensor type and the OID without it the row (Raritan PDU2-MIB
+  ``measurementsInletSensorValue.pdu.inlet.sensorType``: 4 voltage, 1 current, 5 power).
+  V, I and P are searched among a row's types as among a table's columns, and drafted as
+  the real column with every index part named and ``where = { sensor = N }``. The column
+  is the longest prefix of the shape ``table.1.column`` (the table object's only child is
+  its entry) whose OIDs have one length and share their index parts with another column
+  of the entry. It is only believed where a fitting row also holds a fourth reading of
+  the inlet (frequency, power factor or apparent power), the types fit at least two
+  distinct rows (rows alike on every outlet, such as thresholds, count once), and the
+  types are those most tables fit with (a MIB has one sensor-type enumeration); their
+  evidence is the rows they fit over all those tables, so a one-inlet table ranks with
+  the outlet table that confirms its types. Per entry the first column fitting at least
+  half as many rows as the best is kept (the reading before its minimum and maximum);
+  what the first reading found in that entry's columns took an index part for a column,
+  and is dropped. Each reading has three table places.
 
 Large walks (a PDU with thousands of varbinds): a table's voltage columns are chosen per
 column (the scale most of its loaded rows fit), each row's power window is looked up in
@@ -25,6 +41,8 @@ its values sorted once, and only the triples that fit in the most rows are score
 pairs that fit equally (0.01 A x W, 0.1 A x 10 W) are decided for the most common scales
 (W, then 0.1 A), never by search order. The draft keeps at most 16 metrics, grouped
 by table (tables with a power column first), and names the candidates it leaves out.
+Two tables that would give the same point name (``power.{i}``) are told apart by the
+later one's place in the draft (``t2.power.{i}``), so the draft polls as it stands.
 
 The draft loads as a profile (``match`` on the device's sysObjectID and its power
 column); every metric line carries a ``CONFIRM`` comment with the arithmetic behind it.
@@ -92,6 +110,11 @@ class Candidate:
     evidence: str
     alternatives: list[str] = field(default_factory=list)
     votes: int = 1
+    #: Set when read from a table indexed by sensor type: the last index part's value
+    #: (``where = { sensor = N }``); ``column`` is then the table column holding every sensor.
+    sensor: int | None = None
+    #: How many index parts the column's OIDs have (the last one the sensor type).
+    index_len: int = 1
 
 
 @dataclass
@@ -339,13 +362,229 @@ def _table_candidates(
     return score, found
 
 
+#: A table column is at least 1.3.6.1.4.1.<enterprise>.<x> long: shorter prefixes are the
+#: enterprise (or mib-2) and above, which have the table's shape only by chance.
+_MIN_COLUMN_LEN = 8
+
+#: A row read by sensor type has at most this many types (PDU2-MIB's inlet rows have 7-14).
+_MAX_SENSOR_TYPES = 32
+#: The sensor types read as V, I, P must fit in at least this many distinct rows (over
+#: every table read with them): one row of a dozen numbers fits by chance too often.
+_MIN_SENSOR_ROWS = 2
+
+_Score = tuple[int, float, float, int, int]
+
+
+class _SortedOids:
+    """The walk's OIDs sorted once: the OIDs under a prefix are one run, found by bisect."""
+
+    def __init__(self, walk: list[WalkRow]) -> None:
+        self._oids = sorted(row.oid for row in walk)
+        self._uniform: dict[tuple[int, ...], bool] = {}
+        self._index_sets: dict[tuple[int, ...], dict[int, frozenset[tuple[int, ...]]]] = {}
+
+    def _run(self, prefix: tuple[int, ...]) -> tuple[int, int]:
+        return (
+            bisect_left(self._oids, prefix),
+            bisect_left(self._oids, (*prefix[:-1], prefix[-1] + 1)),
+        )
+
+    def only_child(self, prefix: tuple[int, ...], child: int) -> bool:
+        """Whether every walked OID under ``prefix`` is under ``prefix.child``."""
+        lo, hi = self._run(prefix)
+        return lo < hi and (lo, hi) == self._run((*prefix, child))
+
+    def has_twin(self, column: tuple[int, ...]) -> bool:
+        """Whether another column of the same entry has the same index parts as ``column``."""
+        entry = column[:-1]
+        if entry not in self._index_sets:
+            lo, hi = self._run(entry)
+            sets: dict[int, set[tuple[int, ...]]] = defaultdict(set)
+            for oid in self._oids[lo:hi]:
+                if len(oid) > len(entry) + 1:
+                    sets[oid[len(entry)]].add(oid[len(entry) + 1 :])
+            self._index_sets[entry] = {c: frozenset(v) for c, v in sets.items()}
+        siblings = self._index_sets[entry]
+        mine = siblings.get(column[-1])
+        return any(c != column[-1] and index == mine for c, index in siblings.items())
+
+    def uniform(self, prefix: tuple[int, ...]) -> bool:
+        """Whether every walked OID under ``prefix`` has the same length."""
+        if prefix not in self._uniform:
+            lo, hi = self._run(prefix)
+            self._uniform[prefix] = len({len(o) for o in self._oids[lo:hi]}) == 1
+        return self._uniform[prefix]
+
+
+def _sensor_column(group: tuple[int, ...], oids: _SortedOids) -> tuple[int, ...] | None:
+    """The table column holding a sensor-type group (its OIDs are ``group.row.sensor``).
+
+    The index parts are what varies across a table's rows, but on one device an index
+    part may not vary (one PDU, one inlet: ``.1.1.sensorType``), so the walk alone cannot
+    show where the column ends. SMIv2 does: a column is ``table.1.column`` (the table
+    object's only child is its entry, ``1``), every OID under a column has the same
+    length, and an entry has more than one column with the same index parts (value,
+    state, minimum...). The column is the longest prefix of the group with that shape;
+    the group's last two parts (row and sensor type) vary, so the column never takes
+    them in. The longest, not the shortest: in a walk trimmed to one table, a prefix near
+    the enterprise (``enterprise.1.x``) can have the same shape by chance. The second
+    column is what tells ``table.1.column.index`` from a table numbered 1 whose entry
+    would read as a column (ENTITY-SENSOR-MIB ``entPhySensorEntry`` = 99.1.1.1, whose
+    entPhysicalIndex would read as a sensor type). None if no prefix has that shape
+    (then the group is not read as a sensor table).
+    """
+    for length in range(len(group), _MIN_COLUMN_LEN - 1, -1):
+        column = group[:length]
+        if (
+            column[-2] == 1
+            and oids.only_child(column[:-2], 1)
+            and oids.uniform(column)
+            and oids.has_twin(column)
+        ):
+            return column
+    return None
+
+
+def _sensor_tables(
+    walk: list[WalkRow],
+) -> tuple[list[tuple[_Score, list[Candidate]]], set[tuple[int, ...]]]:
+    """V, I, P triples in tables indexed by sensor type (one column, last index = type).
+
+    Read the walk a second way: the row is the OID without its last sub-identifier and the
+    row's "columns" are the sensor types (Raritan PDU2-MIB ``measurementsInletSensorValue``
+    ``.pdu.inlet.sensorType``: 4 rmsVoltage, 1 rmsCurrent, 5 activePower). The rows under
+    one table column are searched together, as a table is in the first reading.
+
+    Returns:
+        The tables found (score, candidates), and their entries (the OIDs above their
+        columns).
+    """
+    oids = _SortedOids(walk)
+    groups: dict[tuple[int, ...], dict[tuple[int, ...], dict[int, int]]] = {}
+    for row in walk:
+        oid, value = row.oid, row.value
+        if len(oid) < _MIN_COLUMN_LEN + 2 or (oid[:6] == _MIB2 and oid[6] not in _MIB2_POWER):
+            continue
+        if isinstance(value, int) and not isinstance(value, bool):
+            groups.setdefault(oid[:-2], {}).setdefault(oid[:-1], {})[oid[-1]] = value
+    # Groups that differ in an index part before the row's last (PDU 1 and 2 of a chain)
+    # are one table column: their rows are searched together.
+    by_column: dict[tuple[int, ...], list[dict[int, int]]] = defaultdict(list)
+    index_len: dict[tuple[int, ...], int] = {}
+    for group, group_rows in groups.items():
+        # A sensor-type enumeration is short; a longer "row" is a table's column read
+        # across its rows (and would make the search below slow on a large table).
+        if max(map(len, group_rows.values())) > _MAX_SENSOR_TYPES:
+            continue
+        column = _sensor_column(group, oids)
+        if column is None:
+            continue
+        by_column[column] += group_rows.values()
+        index_len[column] = len(group) + 2 - len(column)  # OIDs under a column: one length
+    fitted: dict[tuple[int, ...], list[tuple[_Score, tuple[int, ...], list[Candidate]]]] = (
+        defaultdict(list)
+    )
+    for column, column_rows in by_column.items():
+        # Rows that are equal (a threshold configured alike on every outlet) are one piece
+        # of evidence: a measured table differs from row to row.
+        unique = list({tuple(sorted(r.items())): r for r in column_rows}.values())
+        table = _table_candidates(column, unique)
+        if table is not None and _corroborated(unique, table[1]):
+            fitted[column[:-1]].append((table[0], column, table[1]))
+    # Per table: its value, minimum and maximum columns may all fit. Keep the first column
+    # that fits at least half as many rows as the best one (MIBs put the reading before
+    # its minimum, maximum and thresholds).
+    chosen: list[tuple[_Score, tuple[int, ...], list[Candidate]]] = []
+    for fits in fitted.values():
+        most = max(score[0] for score, _, _ in fits)
+        chosen.append(min((f for f in fits if 2 * f[0][0] >= most), key=lambda f: f[1]))
+    # A MIB has one sensor-type enumeration: the (V, I, P) types found in the most tables
+    # (then rows) are the device's; a table that fits only with other types is a chance fit.
+    kinds: Counter[tuple[int, ...]] = Counter()
+    rows_fit: Counter[tuple[int, ...]] = Counter()
+    for score, _, found in chosen:
+        kinds[_sensor_kind(found)] += 1
+        rows_fit[_sensor_kind(found)] += score[0]
+    if not kinds:
+        return [], set()
+    kind = max(kinds, key=lambda k: (kinds[k], rows_fit[k]))
+    if rows_fit[kind] < _MIN_SENSOR_ROWS:
+        return [], set()
+    # The types are evidence for every table read with them: a one-inlet table is as
+    # sure as the outlet table that fits in nine rows with the same types.
+    votes = rows_fit[kind]
+    tables: list[tuple[_Score, list[Candidate]]] = []
+    for score, column, found in chosen:
+        if _sensor_kind(found) != kind:
+            continue
+        types = {c.quantity: c.column[-1] for c in found}
+        read_as = (
+            "the last index part read as a sensor type: "
+            + ", ".join(f"{_POINT[q]} = {types[q]}" for q in _ORDER if q in types)
+            + f" (these types fit {votes} row(s) over {kinds[kind]} table(s))"
+        )
+        converted = [
+            Candidate(
+                column,
+                c.quantity,
+                c.scale,
+                f"{c.evidence}; {read_as}",
+                c.alternatives,
+                votes,
+                sensor=c.column[-1],
+                index_len=index_len[column],
+            )
+            for c in found
+        ]
+        tables.append((score, converted))
+    return tables, {t[1][0].column[:-1] for t in tables}
+
+
+def _corroborated(rows: list[dict[int, int]], found: list[Candidate]) -> bool:
+    """Whether a row that fits holds a fourth reading of the same inlet or outlet.
+
+    A row read by sensor type holds every electrical reading of its inlet: besides V, I
+    and P, its frequency (50 or 60 Hz), its power factor (P / (V x I)) or its apparent
+    power (V x I). A table's column read across its three phase rows holds no fourth.
+    """
+    scaled = {c.quantity: (c.column[-1], c.scale) for c in found}
+    (v, v_scale), (i, i_scale), (p, p_scale) = (
+        scaled["voltage_v"],
+        scaled["current_a"],
+        scaled["power_w"],
+    )
+    triple = (v, v_scale, i, i_scale, p, p_scale)
+    for row in rows:
+        if not _fits_row(row, triple):
+            continue
+        apparent = row[v] * v_scale * row[i] * i_scale
+        pf = row[p] * p_scale / apparent
+        for sensor, raw in row.items():
+            if sensor in (v, i, p) or raw < _MIN_RAW:
+                continue
+            if (
+                _frequency_scale(raw) is not None
+                or any(abs(raw * s - pf) <= 0.02 for s in (0.01, 0.001))
+                or any(abs(raw * s / apparent - 1) <= 0.03 for s in _POWER_SCALES)
+            ):
+                return True
+    return False
+
+
+def _sensor_kind(found: list[Candidate]) -> tuple[int, ...]:
+    """The sensor types read as voltage, current and power, in that order."""
+    types = {c.quantity: c.column[-1] for c in found}
+    return tuple(types[q] for q in ("voltage_v", "current_a", "power_w"))
+
+
 def _merge(candidates: list[Candidate]) -> list[Candidate]:
     """One candidate per column: the most voted quantity and scale, the others as alternatives."""
-    by_column: dict[tuple[int, ...], list[Candidate]] = defaultdict(list)
+    # A sensor-type column holds several quantities: one candidate per (column, sensor).
+    by_column: dict[tuple[tuple[int, ...], int | None], list[Candidate]] = defaultdict(list)
     for c in candidates:
-        by_column[c.column].append(c)
+        by_column[(c.column, c.sensor)].append(c)
     merged = []
-    for column, found in by_column.items():
+    for (column, sensor), found in by_column.items():
         # Units written by the device outrank value ranges; then the most frequent reading.
         votes = Counter((c.quantity, c.scale) for c in found)
         written = [c for c in found if "writes" in c.evidence]
@@ -364,8 +603,23 @@ def _merge(candidates: list[Candidate]) -> list[Candidate]:
         )
         # Votes: the rows a table's triple fits in (or how many readings agree, if more).
         rows = max(c.votes for c in found if (c.quantity, c.scale) == (quantity, scale))
-        merged.append(Candidate(column, quantity, scale, first.evidence, others, max(count, rows)))
-    return sorted(merged, key=lambda c: c.column)
+        merged.append(
+            Candidate(
+                column,
+                quantity,
+                scale,
+                first.evidence,
+                others,
+                max(count, rows),
+                sensor,
+                first.index_len,
+            )
+        )
+    return sorted(merged, key=_column_key)
+
+
+def _column_key(c: Candidate) -> tuple[tuple[int, ...], int]:
+    return c.column, -1 if c.sensor is None else c.sensor
 
 
 def _by_table(candidates: list[Candidate]) -> list[Candidate]:
@@ -388,7 +642,7 @@ def _by_table(candidates: list[Candidate]) -> list[Candidate]:
     return [
         c
         for _, group in ranked
-        for c in sorted(group, key=lambda c: (_ORDER.index(c.quantity), c.column))
+        for c in sorted(group, key=lambda c: (_ORDER.index(c.quantity), _column_key(c)))
     ]
 
 
@@ -414,7 +668,7 @@ def suggest_profile(walk: list[WalkRow]) -> Suggestion:
     sys_object_id = values.get(SYS_OBJECT_ID)
     descr = values.get(SYS_DESCR)
     candidates: list[Candidate] = []
-    tables: list[tuple[tuple[int, float, float, int, int], list[Candidate]]] = []
+    tables: list[tuple[_Score, list[Candidate]]] = []
     for index_len in (1, 2):
         by_entry: dict[tuple[int, ...], list[dict[int, int]]] = defaultdict(list)
         for (entry, _index), row in _rows(walk, index_len).items():
@@ -424,9 +678,21 @@ def suggest_profile(walk: list[WalkRow]) -> Suggestion:
             table = _table_candidates(entry, rows)
             if table is not None:
                 tables.append(table)
-    # The tables whose triple fits in the most rows, nearest a nominal voltage, first.
+    # The second reading (last index part = sensor type). Where it fits, the columns of
+    # that table entry hold sensors by type: what the first reading found in or below one
+    # of them took an index part (outlet, sensor type) for a column, and is dropped.
+    sensor_tables, sensor_entries = _sensor_tables(walk)
+
+    def under_sensor_column(oid: tuple[int, ...]) -> bool:
+        return any(oid[:length] in sensor_entries for length in range(len(oid)))
+
+    tables = [t for t in tables if not under_sensor_column(t[1][0].column[:-1])]
+    candidates = [c for c in candidates if not under_sensor_column(c.column)]
+    # The tables whose triple fits in the most rows, nearest a nominal voltage, first; each
+    # reading has _MAX_TABLES places (a sensor table's rows are fewer: one per inlet).
     tables.sort(key=lambda t: t[0], reverse=True)
-    for _, found in tables[:_MAX_TABLES]:
+    sensor_tables.sort(key=lambda t: t[0], reverse=True)
+    for _, found in tables[:_MAX_TABLES] + sensor_tables[:_MAX_TABLES]:
         candidates += found
     merged = [c for c in _merge(candidates) if c.quantity in _ORDER]
     # A column found under both index readings (x.y.1 and x.y with index 1) is one column:
@@ -437,7 +703,7 @@ def suggest_profile(walk: list[WalkRow]) -> Suggestion:
     ]
     # The columns that fitted in the most rows first; a handful per quantity, at most
     # _MAX_METRICS in all (a large walk has dozens of chance fits): the rest are named.
-    merged.sort(key=lambda c: (_ORDER.index(c.quantity), -c.votes, c.column))
+    merged.sort(key=lambda c: (_ORDER.index(c.quantity), -c.votes, _column_key(c)))
     kept: list[Candidate] = []
     for quantity in _ORDER:
         kept += [c for c in merged if c.quantity == quantity][:_MAX_PER_QUANTITY]
@@ -466,23 +732,48 @@ def suggest_profile(walk: list[WalkRow]) -> Suggestion:
     elif not isinstance(sys_object_id, tuple):
         lines.append('present = ["CONFIRM: an OID the device must answer"]')
     shown_table: tuple[int, ...] | None = None
+    points: set[str] = set()
+    tables_shown = 0
     for number, c in enumerate(merged, 1):
         column = oid_str(c.column)
         if c.column[:-1] != shown_table:
             shown_table = c.column[:-1]
-            fit_rows = max(x.votes for x in merged if x.column[:-1] == shown_table)
-            lines += [
-                "",
-                f"# --- table {oid_str(shown_table)}, evidence from {fit_rows} row(s)",
-                "# CONFIRM: these columns are one MIB table (index = the last sub-identifier)",
-            ]
+            tables_shown += 1
+            in_table = [x for x in merged if x.column[:-1] == shown_table]
+            fit_rows = max(x.votes for x in in_table)
+            lines += ["", f"# --- table {oid_str(shown_table)}, evidence from {fit_rows} row(s)"]
+            if any(x.sensor is not None for x in in_table):
+                lines[-1] += " (of every table read with these sensor types)"
+            if any(x.sensor is None for x in in_table):
+                lines.append(
+                    "# CONFIRM: these columns are one MIB table (index = the last sub-identifier)"
+                )
+            if any(x.sensor is not None for x in in_table):
+                lines += [
+                    "# CONFIRM: one column holds every sensor, indexed by sensor type (the last",
+                    "# index part, kept with `where`); if the MIB gives each sensor's decimal",
+                    "# digits in a column, read them with digits_column instead of scale.",
+                ]
+        # Sensor-type columns: every index part named, the last (the type) kept by `where`.
+        index = ["i"] if c.sensor is None else [*(f"i{k}" for k in range(1, c.index_len)), "sensor"]
+        point = ".".join([_POINT[c.quantity]] + [f"{{{n}}}" for n in index if n != "sensor"])
+        if point in points:  # two tables with the same quantity: their points must differ
+            point = f"t{tables_shown}.{point}"
+        points.add(point)
         lines += [
             "",
             "[[metrics]]",
             f'name = "{_POINT[c.quantity]}_{number}"   # CONFIRM: the MIB object name',
             f'column = "{column}"',
-            'index = ["i"]',
-            f'point = "{_POINT[c.quantity]}.{{i}}"   # CONFIRM: name the index (phase, outlet)',
+            f"index = [{', '.join(f'{chr(34)}{n}{chr(34)}' for n in index)}]",
+        ]
+        if c.sensor is not None:
+            lines.append(
+                f"where = {{ sensor = {c.sensor} }}   # CONFIRM: the MIB's sensor type for "
+                f"{_POINT[c.quantity]}"
+            )
+        lines += [
+            f'point = "{point}"   # CONFIRM: name the index (phase, outlet)',
             f'quantity = "{c.quantity}"',
         ]
         if c.scale != 1.0:
@@ -495,7 +786,9 @@ def suggest_profile(walk: list[WalkRow]) -> Suggestion:
         lines += ["", "# No power, voltage or current column could be told from the values alone."]
     if left_out:
         shown = ", ".join(
-            f"{oid_str(c.column)} ({c.quantity} x {c.scale:g})" for c in left_out[:10]
+            f"{oid_str(c.column)}{'' if c.sensor is None else f' sensor {c.sensor}'} "
+            f"({c.quantity} x {c.scale:g})"
+            for c in left_out[:10]
         )
         more = f" and {len(left_out) - 10} more" if len(left_out) > 10 else ""
         lines += [

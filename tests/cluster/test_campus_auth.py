@@ -18,8 +18,9 @@ import nats.js.errors
 import pytest
 from nats.js.api import KeyValueConfig
 
-from agent.fleet import fleet_list
+from agent.fleet import fleet_list, link_failure_code, retire_site
 from agent.settings import AgentSettings
+from collectors.nats.link import LinkError
 from tests.cluster.helpers import (
     aggregator_agent,
     collector_of,
@@ -167,6 +168,33 @@ async def test_fleet_permissions_one_key_per_site_and_a_read_only_head_office(
         )
         rows = await fleet_list(reader)
         assert [(r["site"], r["signature"]) for r in rows] == [("campus-nw", "unsigned")]
+        # `kpi --fleet --retire` with the campus's own credentials: its own key may be
+        # purged, another site's may not (a purge is a write).
+        (secrets / "nats-aggregator").write_text(_password("aggregator") + "\n")
+        campus = AgentSettings(
+            state_dir=tmp_path / "campus",
+            secrets_dir=secrets,
+            sinks=[
+                {
+                    "kind": "fleet",
+                    "name": "fleet",
+                    "servers": server.urls,
+                    "user": "aggregator",
+                    "password_secret": "nats-aggregator",
+                    "request_timeout_s": 2.0,
+                }
+            ],
+        )
+        with pytest.raises(LinkError) as refused:
+            await retire_site(campus, "other-site")
+        assert str(refused.value) == (
+            "NATS refused the purge of pue_fleet/other-site: this user may not write that "
+            "key (permissions violation)"
+        )
+        assert link_failure_code(refused.value) == "refused"  # `kpi --fleet --retire` exits 4
+        assert await fleet_list(reader) != []
+        assert await retire_site(campus, "campus-nw") == "pue_fleet"
+        assert await fleet_list(reader) == []
         intruder = await nats.connect(
             servers=server.urls, user="fleet-reader", password=_password("fleet-reader")
         )

@@ -41,7 +41,8 @@ SPEED = 600.0  # 2 s of wall time
 MONTH = "2026-11"  # the simulator starts 2026-11-02 08:00 UTC (16:00 in Asia/Shanghai)
 DB = "fleet"
 HEARTBEAT_S = 0.5
-STALE_AFTER_S = 3.0  # 6 heartbeats: a running site is never this old, a stopped one soon is
+STALE_AFTER_S = 6.0  # 12 heartbeats: a running site is never this old (even on a loaded
+# machine), a stopped one soon is
 OPS_TOKEN = "ops-fleet-test-token-0123456789abcdef"
 SITES = {"site-a": 11, "site-b": 22}  # the two signed sites: id -> simulator seed
 SEEDS = {**SITES, "site-c": 33}  # and the outage test's site (no key: unsigned)
@@ -413,3 +414,78 @@ def test_unreachable_nats_exits_3_without_a_traceback(tmp_path: Path) -> None:
     plain = runner.invoke(app, ["kpi", "--fleet", "--json", "-c", str(config)])
     assert plain.exit_code == 2, plain.output
     assert "no NATS configured for the fleet" in json.loads(plain.stdout)["error"]
+
+
+def _retire_config(tmp: Path, site_id: str | None, nats_url: str, bucket: str) -> Path:
+    """A site's config with only what ``--retire`` reads: its site model and fleet sink."""
+    tmp.mkdir(parents=True)
+    table: dict[str, Any] = {
+        "state_dir": str(tmp / "state"),
+        "sinks": [
+            {
+                "kind": "fleet",
+                "name": "fleet",
+                "servers": [nats_url],
+                "bucket": bucket,
+                "heartbeat_s": 60,
+                "connect_timeout_s": 1.0,
+                "request_timeout_s": 2.0,
+            }
+        ],
+    }
+    if site_id is not None:
+        table["site"] = site_table(SiteSimulator(pdus=PDUS), site_id=site_id)
+    path = tmp / f"{site_id or 'reader'}.toml"
+    path.write_text(toml_text(table), encoding="utf-8")
+    return path
+
+
+async def test_a_retired_site_leaves_the_fleet_list(
+    nats_server: NatsCluster, tmp_path: Path
+) -> None:
+    # Two summaries in a bucket of this test's own; site-r is decommissioned: its own
+    # config purges its key, the other site stays, and a second purge is harmless.
+    bucket = "pue_fleet_retire"
+    client = await nats.connect(servers=nats_server.urls)
+    try:
+        kv = await client.jetstream(timeout=2.0).create_key_value(
+            nats.js.api.KeyValueConfig(bucket=bucket, history=1)
+        )
+        for site in ("site-r", "site-s"):
+            summary = {"summary": {"site": site, "month": MONTH}, "signature": None}
+            await kv.put(site, json.dumps(summary).encode())
+    finally:
+        await client.close()
+    url = nats_server.urls[0]
+    own = _retire_config(tmp_path / "r", "site-r", url, bucket)
+    reader = _retire_config(tmp_path / "hq", None, url, bucket)
+
+    async def listed() -> list[str]:
+        rows = _json(await _cli("kpi", "--fleet", "--json", "-c", str(reader)))
+        return [r["site"] for r in rows]
+
+    assert await listed() == ["site-r", "site-s"]
+    for _ in range(2):  # idempotent: the second purge of an absent key succeeds too
+        retired = await _cli("kpi", "--fleet", "--retire", "-c", str(own))
+        assert retired.exit_code == 0, retired.output
+        assert f"site site-r's summary purged from bucket {bucket}" in retired.stdout
+        assert "within 60 s" in retired.stdout  # the heartbeat that would list it again
+        assert await listed() == ["site-s"]
+
+    # Errors, each with its exit code and no traceback: no site model (a reader's config
+    # has no key of its own), NATS unreachable, --retire without --fleet.
+    no_site = await _cli("kpi", "--fleet", "--retire", "-c", str(reader))
+    assert no_site.exit_code == 2 and "no site model configured" in no_site.stderr
+    down = await _cli(
+        "kpi",
+        "--fleet",
+        "--retire",
+        "-c",
+        str(own),
+        "--nats-url",
+        f"nats://127.0.0.1:{free_port()}",
+    )
+    assert down.exit_code == 3 and "NATS unreachable" in down.stderr, down.output
+    alone = await _cli("kpi", "--retire", "-c", str(own))
+    assert alone.exit_code == 2 and "--retire goes with --fleet" in alone.stderr
+    assert await listed() == ["site-s"]
