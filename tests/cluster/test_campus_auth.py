@@ -124,6 +124,25 @@ async def test_deployment_permissions_and_credentials(
     assert "not-the-password" not in output.out + output.err
 
 
+def _fleet_settings(state_dir: Path, secrets: Path, urls: list[str], user: str) -> AgentSettings:
+    """A config whose ``fleet`` table logs in as ``user`` of users.conf (password as a secret)."""
+    (secrets / f"nats-{user}").write_text(_password(user) + "\n")
+    return AgentSettings(
+        state_dir=state_dir,
+        secrets_dir=secrets,
+        sinks=[
+            {
+                "kind": "fleet",
+                "name": "fleet",
+                "servers": urls,
+                "user": user,
+                "password_secret": f"nats-{user}",
+                "request_timeout_s": 2.0,
+            }
+        ],
+    )
+
+
 async def test_fleet_permissions_one_key_per_site_and_a_read_only_head_office(
     tmp_path: Path,
 ) -> None:
@@ -151,40 +170,12 @@ async def test_fleet_permissions_one_key_per_site_and_a_read_only_head_office(
             await writer.close()
         secrets = tmp_path / "secrets"
         secrets.mkdir()
-        (secrets / "nats-fleet-reader").write_text(_password("fleet-reader") + "\n")
-        reader = AgentSettings(
-            state_dir=tmp_path / "hq",
-            secrets_dir=secrets,
-            sinks=[
-                {
-                    "kind": "fleet",
-                    "name": "fleet",
-                    "servers": server.urls,
-                    "user": "fleet-reader",
-                    "password_secret": "nats-fleet-reader",
-                    "request_timeout_s": 2.0,
-                }
-            ],
-        )
+        reader = _fleet_settings(tmp_path / "hq", secrets, server.urls, "fleet-reader")
         rows = await fleet_list(reader)
         assert [(r["site"], r["signature"]) for r in rows] == [("campus-nw", "unsigned")]
         # `kpi --fleet --retire` with the campus's own credentials: its own key may be
         # purged, another site's may not (a purge is a write).
-        (secrets / "nats-aggregator").write_text(_password("aggregator") + "\n")
-        campus = AgentSettings(
-            state_dir=tmp_path / "campus",
-            secrets_dir=secrets,
-            sinks=[
-                {
-                    "kind": "fleet",
-                    "name": "fleet",
-                    "servers": server.urls,
-                    "user": "aggregator",
-                    "password_secret": "nats-aggregator",
-                    "request_timeout_s": 2.0,
-                }
-            ],
-        )
+        campus = _fleet_settings(tmp_path / "campus", secrets, server.urls, "aggregator")
         with pytest.raises(LinkError) as refused:
             await retire_site(campus, "other-site")
         assert str(refused.value) == (
