@@ -28,6 +28,7 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +59,7 @@ from collectors.nats.link import (
     Credentials,
     LinkError,
     NatsLinkOptions,
+    close_quietly,
     connect,
     is_permission_violation,
     raise_if_cancelled,
@@ -398,6 +400,23 @@ async def _bucket(js: JetStreamContext, options: FleetOptions, *, create: bool) 
         return await js.key_value(options.bucket)  # created concurrently by another site
 
 
+@contextlib.asynccontextmanager
+async def _open_bucket(
+    options: FleetOptions,
+    credentials: Credentials,
+    client_name: str,
+    *,
+    async_errors: list[Exception] | None = None,
+) -> AsyncIterator[KeyValue | None]:
+    """A short-lived connection to the fleet bucket (``None`` if it does not exist yet)."""
+    client = await connect(options, credentials, client_name, async_errors=async_errors)
+    try:
+        js = client.jetstream(timeout=options.request_timeout_s)
+        yield await _bucket(js, options, create=False)
+    finally:
+        await close_quietly(client, options.request_timeout_s)
+
+
 async def read_fleet(
     options: FleetOptions,
     credentials: Credentials,
@@ -411,32 +430,25 @@ async def read_fleet(
         LinkError: NATS unreachable, refused, or JetStream refused the read.
     """
     stale = stale_after_s if stale_after_s is not None else options.stale_after_s
-    client = None
     try:
-        client = await connect(options, credentials, "pue-agent-fleet-reader")
-        js = client.jetstream(timeout=options.request_timeout_s)
-        kv = await _bucket(js, options, create=False)
-        if kv is None:
-            return []
-        try:
-            keys = await kv.keys()
-        except nats.js.errors.NoKeysError:
-            return []
-        now = datetime.now(UTC)
-        rows = []
-        for key in sorted(keys):
+        async with _open_bucket(options, credentials, "pue-agent-fleet-reader") as kv:
+            if kv is None:
+                return []
             try:
-                entry = await kv.get(key)
-            except nats.js.errors.KeyNotFoundError:
-                continue  # deleted between the listing and the read
-            rows.append(row_of(key, entry.value, trusted=trusted, stale_after_s=stale, now=now))
-        return rows
+                keys = await kv.keys()
+            except nats.js.errors.NoKeysError:
+                return []
+            now = datetime.now(UTC)
+            rows = []
+            for key in sorted(keys):
+                try:
+                    entry = await kv.get(key)
+                except nats.js.errors.KeyNotFoundError:
+                    continue  # deleted between the listing and the read
+                rows.append(row_of(key, entry.value, trusted=trusted, stale_after_s=stale, now=now))
+            return rows
     except _LINK_ERRORS as exc:
         raise translate(exc, options) from exc
-    finally:
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.close(), options.request_timeout_s)
 
 
 def link_failure_code(exc: LinkError) -> Literal["unreachable", "refused", "protocol"]:
@@ -562,18 +574,15 @@ async def retire_site(
     """
     options = fleet_options(settings, servers=servers)
     credentials = Credentials.read(options, settings)
-    client = None
     refusals: list[Exception] = []
     try:
-        client = await connect(
+        async with _open_bucket(
             options, credentials, "pue-agent-fleet-retire", async_errors=refusals
-        )
-        js = client.jetstream(timeout=options.request_timeout_s)
-        kv = await _bucket(js, options, create=False)
-        if kv is None:
-            raise LinkError(f"the fleet bucket {options.bucket} does not exist")
-        await kv.purge(site_id)
-        return options.bucket
+        ) as kv:
+            if kv is None:
+                raise LinkError(f"the fleet bucket {options.bucket} does not exist")
+            await kv.purge(site_id)
+            return options.bucket
     except _LINK_ERRORS as exc:
         if any(is_permission_violation(e) for e in refusals):
             # The server says why on the side; the purge itself only times out.
@@ -582,10 +591,6 @@ async def retire_site(
                 "write that key (permissions violation)"
             ) from exc
         raise translate(exc, options) from exc
-    finally:
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.close(), options.request_timeout_s)
 
 
 # -- the publishing sink ----------------------------------------------------------------------
@@ -709,10 +714,7 @@ class FleetSink:
 
     async def _close(self) -> None:
         client, self._client, self._kv = self._client, None, None
-        if client is not None:
-            # Bounded: a stop must not wait on a cluster that no longer answers.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(client.close(), self.options.request_timeout_s)
+        await close_quietly(client, self.options.request_timeout_s)
 
 
 def _signing_key(settings: AgentSettings, name: str) -> SigningKey | None:

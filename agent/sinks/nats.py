@@ -37,6 +37,7 @@ from collectors.nats.link import (
     Credentials,
     LinkError,
     NatsLinkOptions,
+    close_quietly,
     connect,
     encode_headers,
     ensure_stream,
@@ -122,10 +123,7 @@ class NatsSink:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.options.reconnect_max_s)
             finally:
-                if client is not None:
-                    # Bounded: a stop must not wait on a cluster that no longer answers.
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(client.close(), self.options.request_timeout_s)
+                await close_quietly(client, self.options.request_timeout_s)
 
     async def _follow(
         self, ctx: ConsumerContext, js: JetStreamContext, cursor: int, max_payload: int

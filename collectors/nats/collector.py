@@ -54,6 +54,7 @@ from collectors.nats.link import (
     Credentials,
     LinkError,
     NatsLinkOptions,
+    close_quietly,
     connect,
     ensure_stream,
     parse_message,
@@ -210,8 +211,7 @@ class NatsCollector:
                     if lease is not None and lease.revision is not None:
                         with contextlib.suppress(Exception):
                             await asyncio.wait_for(asyncio.shield(lease.release()), timeout_s)
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(client.close(), timeout_s)
+                    await close_quietly(client, timeout_s)
 
     def _reconcile(self, journal_path: Path) -> None:
         """Take in what the local journal holds beyond the merge state's last commit.

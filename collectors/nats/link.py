@@ -14,6 +14,7 @@ wire format of one journal batch on the stream:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ __all__ = [
     "LinkError",
     "NatsLinkOptions",
     "WireBatch",
+    "close_quietly",
     "connect",
     "encode_headers",
     "ensure_stream",
@@ -271,6 +273,18 @@ async def connect(
             raise LinkError(f"NATS refused the credentials ({', '.join(options.servers)})") from exc
         raise translate(exc, options) from exc
     return client
+
+
+async def close_quietly(client: Client | None, timeout_s: float) -> None:
+    """Close ``client`` within ``timeout_s``, ignoring errors.
+
+    Bounded: a stop or a finished command must not wait on a cluster that no longer
+    answers, and a failed close has nothing left to lose.
+    """
+    if client is None:
+        return
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.close(), timeout_s)
 
 
 def is_permission_violation(exc: BaseException) -> bool:
